@@ -1,0 +1,80 @@
+"""stablebptt: stabilized backpropagation through time for differentiable physics.
+
+Train a controller through your own JAX simulator with the combined update::
+
+    import stablebptt as sb
+    problem = sb.ControlProblem(step=my_step, n_steps=100, final_loss=my_loss)
+    result = sb.train(policy, problem, train_x, test_x, flow=sb.C(),
+                      optimizer=sb.make_optimizer("none"), epochs=100)
+
+Layers: :mod:`~stablebptt.flows` (R, M, S, N, C as values),
+:mod:`~stablebptt.rollout` (one ``lax.scan``), :mod:`~stablebptt.updates`
+(the update a flow asks for), :mod:`~stablebptt.training` (the paper's
+protocol), :mod:`~stablebptt.tasks` (physics), :mod:`~stablebptt.experiments`
+(runs on disk), :mod:`~stablebptt.plots`, :mod:`~stablebptt.cli`.
+"""
+
+from .flows import (
+    C,
+    Combined,
+    Flow,
+    Gated,
+    M,
+    Modified,
+    N,
+    NetworkOnly,
+    R,
+    Regular,
+    S,
+    Stopped,
+    Truncated,
+    combine_by_sign,
+    flow_from_name,
+    gate,
+)
+from .networks import DenseNet, FunctionPolicy
+from .optim import keras_adam, make_optimizer, scale_by_keras_adam
+from .problem import ControlProblem
+from .rollout import Trajectory, rollout, rollout_loss
+from .tasks import Task, make_task
+from .training import NonFiniteLossError, TrainResult, train
+from .updates import AutodiffBackward, SharedBackward, UpdateInfo, value_and_update
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "AutodiffBackward",
+    "C",
+    "Combined",
+    "ControlProblem",
+    "DenseNet",
+    "Flow",
+    "FunctionPolicy",
+    "Gated",
+    "M",
+    "Modified",
+    "N",
+    "NetworkOnly",
+    "NonFiniteLossError",
+    "R",
+    "Regular",
+    "S",
+    "SharedBackward",
+    "Stopped",
+    "Task",
+    "TrainResult",
+    "Trajectory",
+    "Truncated",
+    "UpdateInfo",
+    "combine_by_sign",
+    "flow_from_name",
+    "gate",
+    "keras_adam",
+    "make_optimizer",
+    "make_task",
+    "rollout",
+    "rollout_loss",
+    "scale_by_keras_adam",
+    "train",
+    "value_and_update",
+]

@@ -1,0 +1,146 @@
+"""The backward pass of a rollout, written out so that several flows share one forward pass.
+
+For a loss over a rollout ``x_{i+1} = S(x_i, c_i)``, ``c_i = N(x_i; θ)``, every
+flow's gradient is
+
+    λ_n = ∂L/∂x_n
+    μ_i = (∂S/∂c_i)ᵀ λ_{i+1} + ∂L/∂c_i                    (what reaches the control)
+    λ_i = g_sim,i (∂S/∂x_i)ᵀ λ_{i+1} + g_net,i (∂N/∂x_i)ᵀ μ_i + ∂L/∂x_i
+    ∂L/∂θ = Σ_i (∂N/∂θ at x_i)ᵀ μ_i
+
+with the flow's gates ``g``. Only the adjoints ``λ`` differ between flows; the
+forward states, the controls and the linearisation points are shared. So this
+module runs the forward scan once, then one reverse scan that carries the
+adjoints of all requested flows as a batch (lane axis first), and finally
+computes ``∂L/∂θ`` for all steps and lanes in one batched network VJP rather
+than one small accumulation per step. The network's input-Jacobian is only
+evaluated for lanes whose network gate is not identically zero.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Callable
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from jax import lax
+
+from .problem import ControlProblem
+
+__all__ = ["value_and_grads"]
+
+
+def _lanes(g: jax.Array, tree: Any) -> Any:
+    """Multiply each lane (leading axis) of every leaf of ``tree`` by ``g[lane]``."""
+
+    def leaf(a):
+        gg = jnp.asarray(g, jnp.finfo(a.dtype).dtype)
+        return gg.reshape(gg.shape + (1,) * (a.ndim - gg.ndim)) * a
+
+    return jax.tree.map(leaf, tree)
+
+
+def _broadcast_lanes(k: int, tree: Any) -> Any:
+    return jax.tree.map(lambda a: jnp.broadcast_to(a, (k,) + a.shape), tree)
+
+
+def _loss_dtype(x0: Any):
+    for a in jax.tree.leaves(x0):
+        a = jnp.asarray(a)
+        if jnp.issubdtype(a.dtype, jnp.inexact):
+            return jnp.finfo(a.dtype).dtype
+    return jnp.result_type(float)
+
+
+def value_and_grads(
+    apply: Callable[[Any, Any], Any],
+    params: Any,
+    problem: ControlProblem,
+    x0: Any,
+    net_gates: np.ndarray | jax.Array,
+    sim_gates: np.ndarray | jax.Array,
+) -> tuple[jax.Array, Any]:
+    """Loss and one parameter gradient per lane of gates, from one shared forward pass.
+
+    Args:
+        apply: ``apply(params, x) -> c``, the controller.
+        params: its trainable parameters (pytree of arrays).
+        problem: step, horizon and loss.
+        x0: initial state.
+        net_gates, sim_gates: ``(n_lanes, n_steps)``. Concrete (NumPy) gates let
+            lanes whose network gate is identically 0 skip the network's
+            input-Jacobian.
+
+    Returns:
+        ``(loss, grads)`` with ``grads`` shaped like ``params`` plus a leading
+        ``n_lanes`` axis. Equals ``jax.value_and_grad`` of
+        :func:`stablebptt.rollout.gated_loss` lane by lane.
+    """
+    n = problem.n_steps
+    k = int(np.shape(net_gates)[0])
+    if np.shape(net_gates) != (k, n) or np.shape(sim_gates) != (k, n):
+        raise ValueError(f"gates must have shape (n_lanes, {n}); got {np.shape(net_gates)} and {np.shape(sim_gates)}")
+    try:
+        needs_net = [i for i in range(k) if np.any(np.asarray(net_gates[i]) != 0)]
+    except jax.errors.TracerArrayConversionError:
+        needs_net = list(range(k))
+    net_lanes = np.asarray(needs_net, dtype=np.int32)
+    step, step_loss, final_loss = problem.step, problem.step_loss, problem.final_loss
+    dtype = _loss_dtype(x0)
+    net_gates = jnp.asarray(net_gates)
+    sim_gates = jnp.asarray(sim_gates)
+
+    def forward(carry, _):
+        x, acc = carry
+        c = apply(params, x)
+        x1 = step(x, c)
+        if step_loss is not None:
+            acc = acc + jnp.asarray(step_loss(x1, c)).astype(dtype)
+        return (x1, acc), (x, c)
+
+    (x_n, acc), (xs, cs) = lax.scan(forward, (x0, jnp.zeros((), dtype)), None, length=n)
+    loss = acc
+    if final_loss is not None:
+        final_value, final_vjp = jax.vjp(final_loss, x_n)
+        loss = loss + jnp.asarray(final_value).astype(dtype)
+        (lam_n,) = final_vjp(jnp.ones_like(final_value))
+    else:
+        lam_n = jax.tree.map(jnp.zeros_like, x_n)
+    lam_n = _broadcast_lanes(k, lam_n)
+    xs_next = jax.tree.map(lambda a, b: jnp.concatenate([a[1:], b[None]]), xs, x_n)
+
+    def backward(lam, inputs):
+        x, c, x1, g_net, g_sim = inputs
+        if step_loss is not None:
+            value, loss_vjp = jax.vjp(step_loss, x1, c)
+            d_x1, d_c = loss_vjp(jnp.ones_like(value))
+            lam = jax.tree.map(lambda a, b: a + b, lam, d_x1)
+        _, sim_vjp = jax.vjp(step, x, c)
+        lam_x, mu = jax.vmap(sim_vjp)(lam)
+        if step_loss is not None:
+            mu = jax.tree.map(lambda a, b: a + b, mu, d_c)
+        lam_prev = _lanes(g_sim, lam_x)
+        if needs_net:
+            _, net_vjp = jax.vjp(lambda y: apply(params, y), x)
+            pick = jax.tree.map(lambda a: a[net_lanes], mu)
+            if len(needs_net) == 1:
+                (through_net,) = net_vjp(jax.tree.map(lambda a: a[0], pick))
+                through_net = jax.tree.map(lambda a: a[None], through_net)
+            else:
+                (through_net,) = jax.vmap(net_vjp)(pick)
+            through_net = _lanes(g_net[net_lanes], through_net)
+            slot = {lane: j for j, lane in enumerate(needs_net)}
+            lam_prev = jax.tree.map(
+                lambda a, b: jnp.stack([a[i] + b[slot[i]] if i in slot else a[i] for i in range(k)]),
+                lam_prev,
+                through_net,
+            )
+        return lam_prev, mu
+
+    _, mus = lax.scan(backward, lam_n, (xs, cs, xs_next, net_gates.T, sim_gates.T), reverse=True)
+    # mus: (n, lanes, ...) -> (lanes, n, ...); one batched VJP over all steps.
+    mus = jax.tree.map(lambda a: jnp.swapaxes(a, 0, 1), mus)
+    _, param_vjp = jax.vjp(lambda p: jax.vmap(lambda y: apply(p, y))(xs), params)
+    (grads,) = jax.vmap(param_vjp)(mus)
+    return loss, grads

@@ -1,0 +1,183 @@
+"""The ``stablebptt`` command: a thin shell over :mod:`stablebptt.experiments`.
+
+    stablebptt train cartpole --poles 2 --method C --clip none --epochs 1000 --seed 42 --out DIR
+    stablebptt compare cartpole --poles 2 --epochs 200 --out DIR
+    stablebptt evaluate DIR
+
+Exit codes: 0 success, 2 bad input, 3 training diverged (non-finite loss),
+130 interrupted.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import sys
+from pathlib import Path
+from typing import Sequence
+
+__all__ = ["main", "build_parser"]
+
+EXIT_BAD_INPUT = 2
+EXIT_DIVERGED = 3
+EXIT_INTERRUPTED = 130
+
+
+@dataclasses.dataclass(frozen=True)
+class TaskOption:
+    flag: str
+    field: str
+    type: type
+    help: str
+
+
+TASK_OPTIONS: dict[str, tuple[TaskOption, ...]] = {
+    "cartpole": (TaskOption("--poles", "n_poles", int, "number of poles on the cart (difficulty; paper: 1-4; default 2)"),),
+}
+COMMON_TASK_OPTIONS = (TaskOption("--steps", "n_steps", int, "simulator steps per rollout (default: the paper's)"),)
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse with one-line errors that name the fix."""
+
+    def error(self, message: str):  # noqa: D401 - argparse API
+        self.exit(EXIT_BAD_INPUT, f"{self.prog}: error: {message} (see '{self.prog} --help')\n")
+
+
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not an integer") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"{value} must be a positive integer")
+    return value
+
+
+def _add_training_options(p: argparse.ArgumentParser, *, with_method: bool) -> None:
+    from .flows import FLOW_NAMES
+    from .optim import ADAM_FORMS, CLIP_MODES
+
+    if with_method:
+        p.add_argument("--method", default="C", type=str.upper, choices=FLOW_NAMES, help="gradient flow (default C)")
+    p.add_argument("--clip", default="none", choices=CLIP_MODES, help="clipping of the final update (default none)")
+    p.add_argument("--epochs", type=_positive_int, default=1000, help="passes over the training set (default 1000)")
+    p.add_argument("--seed", type=int, default=42, help="seed of data and initial weights (default 42)")
+    p.add_argument("--lr", type=float, default=1e-3, help="Adam learning rate (default 1e-3)")
+    p.add_argument("--batch-size", type=_positive_int, default=8, help="samples per update (default 8)")
+    p.add_argument("--n-train", type=_positive_int, default=256, help="training initial states (default 256)")
+    p.add_argument("--n-test", type=_positive_int, default=256, help="test initial states (default 256)")
+    p.add_argument("--adam", default="keras", choices=ADAM_FORMS, help="Adam's epsilon form (default keras, as published)")
+    p.add_argument("--x64", action="store_true", help="compute in float64")
+    p.add_argument("--overwrite", action="store_true", help="replace a different run already in --out")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+
+
+def _add_task_parsers(sub, command: str, *, with_method: bool, out_required: bool) -> None:
+    for task, options in TASK_OPTIONS.items():
+        p = sub.add_parser(task, help=f"{command} on the {task} task")
+        for opt in options + COMMON_TASK_OPTIONS:
+            p.add_argument(opt.flag, dest=opt.field, type=_positive_int if opt.type is int else opt.type, default=None, help=opt.help)
+        _add_training_options(p, with_method=with_method)
+        p.add_argument("--out", type=Path, required=out_required, default=None, help="output directory")
+        if command == "compare":
+            p.add_argument("--methods", default="R,M,C,S", help="comma-separated methods (default R,M,C,S)")
+        p.set_defaults(task=task, command=command)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = _Parser(prog="stablebptt", description="Train neural controllers through differentiable physics with stabilized BPTT.")
+    commands = parser.add_subparsers(dest="command", required=True, parser_class=_Parser, metavar="COMMAND")
+
+    train = commands.add_parser("train", help="train one controller")
+    _add_task_parsers(train.add_subparsers(dest="task", required=True, parser_class=_Parser, metavar="TASK"), "train", with_method=True, out_required=False)
+
+    compare = commands.add_parser("compare", help="train R, M, C and S on the same data and initial weights")
+    _add_task_parsers(compare.add_subparsers(dest="task", required=True, parser_class=_Parser, metavar="TASK"), "compare", with_method=False, out_required=True)
+
+    evaluate = commands.add_parser("evaluate", help="reload a trained controller and print its test loss")
+    evaluate.add_argument("run_dir", type=Path, metavar="DIR", help="the --out of a finished 'stablebptt train'")
+    return parser
+
+
+def _config_from_args(args):
+    from .experiments import RunConfig
+
+    task_options = {}
+    for opt in TASK_OPTIONS[args.task] + COMMON_TASK_OPTIONS:
+        value = getattr(args, opt.field)
+        if value is not None:
+            task_options[opt.field] = value
+    return RunConfig(
+        task=args.task,
+        task_options=task_options,
+        method=getattr(args, "method", "C"),
+        clip=args.clip,
+        epochs=args.epochs,
+        seed=args.seed,
+        learning_rate=args.lr,
+        batch_size=args.batch_size,
+        n_train=args.n_train,
+        n_test=args.n_test,
+        adam=args.adam,
+        dtype="float64" if args.x64 else "float32",
+    ).resolved()
+
+
+def _default_out(config) -> Path:
+    difficulty = {k: v for k, v in config.task_options.items() if k in ("n_poles", "rc", "target")}
+    tag = "-".join(f"{k.replace('n_', '')}{v}" for k, v in difficulty.items())
+    return Path("runs") / f"{config.task}-{tag}-{config.method}-{config.clip}-seed{config.seed}"
+
+
+def _run(args) -> int:
+    import jax
+
+    if getattr(args, "x64", False):
+        jax.config.update("jax_enable_x64", True)
+    from .experiments import compare, evaluate_run, format_table, train_run
+    from .training import NonFiniteLossError
+
+    if args.command == "evaluate":
+        result = evaluate_run(args.run_dir)
+        print(f"test loss {result['test_loss']!r}")
+        return 0
+
+    config = _config_from_args(args)
+    if args.command == "train":
+        out = args.out or _default_out(config)
+        print(f"training {config.task} with {config.method} into {out}", file=sys.stderr)
+        try:
+            outcome = train_run(config, out, overwrite=args.overwrite, progress=not args.quiet)
+        except NonFiniteLossError as err:
+            print(f"stablebptt: error: {err} (metrics of the epochs so far are in {out / 'metrics.csv'})", file=sys.stderr)
+            return EXIT_DIVERGED
+        if outcome.status == "finished":
+            final = outcome.history[-1]
+            print(f"final test loss {final['test_loss']!r} after {len(outcome.history)} epochs; results in {out}")
+        return 0
+
+    methods = [m.strip() for m in args.methods.split(",") if m.strip()]
+    rows = compare(config, args.out, methods, overwrite=args.overwrite, progress=not args.quiet)
+    print(format_table(rows))
+    print(f"table and figure in {args.out}")
+    return 0
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of the ``stablebptt`` command; returns the exit code."""
+    args = build_parser().parse_args(argv)
+    from .experiments import RunDirError
+
+    try:
+        return _run(args)
+    except (ValueError, RunDirError, FileNotFoundError) as err:
+        print(f"stablebptt: error: {err}", file=sys.stderr)
+        return EXIT_BAD_INPUT
+    except KeyboardInterrupt:
+        print("stablebptt: interrupted; finished runs are unchanged and the interrupted run was not marked finished", file=sys.stderr)
+        return EXIT_INTERRUPTED
+
+
+if __name__ == "__main__":
+    sys.exit(main())

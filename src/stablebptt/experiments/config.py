@@ -1,0 +1,128 @@
+"""The resolved configuration of one training run (what ``config.json`` holds)."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+from typing import Any
+
+import jax
+
+from ..flows import Flow, flow_from_name
+from ..optim import ADAM_FORMS, CLIP_MODES, make_optimizer
+from ..tasks import Task, make_task, task_config
+
+__all__ = ["RunConfig", "DTYPES"]
+
+DTYPES = ("float32", "float64")
+
+
+def _positive_int(name: str, value: Any) -> None:
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise ValueError(f"{name}={value!r}; expected a positive integer")
+
+
+@dataclasses.dataclass(frozen=True)
+class RunConfig:
+    """Everything that determines a run's numbers.
+
+    ``task_options`` overrides the task configuration's defaults (e.g.
+    ``{"n_poles": 2}``); :meth:`resolved` fills in every field so that the
+    JSON names all constants. The same config gives the same numbers on CPU.
+    """
+
+    task: str = "cartpole"
+    task_options: dict = dataclasses.field(default_factory=dict)
+    method: str = "C"
+    clip: str = "none"
+    epochs: int = 1000
+    seed: int = 42
+    learning_rate: float = 1e-3
+    batch_size: int = 8
+    n_train: int = 256
+    n_test: int = 256
+    adam: str = "keras"
+    dtype: str = "float32"
+
+    def __post_init__(self):
+        object.__setattr__(self, "method", str(self.method).upper())
+        flow_from_name(self.method)
+        if self.clip not in CLIP_MODES:
+            raise ValueError(f"unknown clip mode {self.clip!r}; choose one of {', '.join(CLIP_MODES)}")
+        if self.adam not in ADAM_FORMS:
+            raise ValueError(f"unknown Adam form {self.adam!r}; choose one of {', '.join(ADAM_FORMS)}")
+        if self.dtype not in DTYPES:
+            raise ValueError(f"unknown dtype {self.dtype!r}; choose one of {', '.join(DTYPES)}")
+        for name in ("epochs", "batch_size", "n_train", "n_test"):
+            _positive_int(name.replace("_", "-"), getattr(self, name))
+        if isinstance(self.seed, bool) or not isinstance(self.seed, int) or self.seed < 0:
+            raise ValueError(f"seed={self.seed!r}; expected a non-negative integer")
+        lr = self.learning_rate
+        if isinstance(lr, bool) or not isinstance(lr, (int, float)) or not math.isfinite(lr) or lr <= 0:
+            raise ValueError(f"learning rate {lr!r} must be a positive finite number")
+        if self.batch_size > self.n_train:
+            raise ValueError(
+                f"batch size {self.batch_size} is larger than the training set ({self.n_train} samples); "
+                "use a smaller --batch-size or a larger --n-train"
+            )
+        if self.n_train % self.batch_size:
+            raise ValueError(
+                f"the training set ({self.n_train} samples) does not split into batches of {self.batch_size}; "
+                "make --n-train a multiple of --batch-size"
+            )
+        task_config(self.task, **self.task_options)  # validates task name and options
+
+    def resolved(self) -> "RunConfig":
+        """The same run with every task option spelled out."""
+        full = dataclasses.asdict(task_config(self.task, **self.task_options))
+        return dataclasses.replace(self, task_options=full)
+
+    def replace(self, **changes: Any) -> "RunConfig":
+        return dataclasses.replace(self, **changes)
+
+    # --- building blocks -------------------------------------------------
+    def make_task(self) -> Task:
+        return make_task(self.task, **self.task_options)
+
+    def flow(self) -> Flow:
+        return flow_from_name(self.method)
+
+    def optimizer(self):
+        return make_optimizer(self.clip, self.learning_rate, adam=self.adam)
+
+    def jnp_dtype(self):
+        if self.dtype == "float64" and not jax.config.read("jax_enable_x64"):
+            raise ValueError(
+                "dtype float64 needs 64-bit JAX: pass --x64 or call jax.config.update('jax_enable_x64', True) first"
+            )
+        return {"float32": jax.numpy.float32, "float64": jax.numpy.float64}[self.dtype]
+
+    # --- JSON ----------------------------------------------------------
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self.resolved())
+
+    def to_json(self) -> str:
+        return json.dumps(self.to_dict(), indent=2, sort_keys=True)
+
+    @classmethod
+    def from_dict(cls, data: dict) -> "RunConfig":
+        known = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(data) - known)
+        if unknown:
+            raise ValueError(f"config has unknown setting {unknown[0]!r}")
+        return cls(**data)
+
+    def differences(self, other: "RunConfig") -> list[str]:
+        """Names of the settings (``task_options.x`` for task options) where two configs differ."""
+        a, b = self.to_dict(), other.to_dict()
+        out = []
+        for key in sorted(set(a) | set(b)):
+            if key == "task_options" and isinstance(a.get(key), dict) and isinstance(b.get(key), dict):
+                for sub in sorted(set(a[key]) | set(b[key])):
+                    if a[key].get(sub) != b[key].get(sub):
+                        out.append(f"task_options.{sub} ({a[key].get(sub)!r} vs {b[key].get(sub)!r})")
+            elif a.get(key) != b.get(key):
+                out.append(f"{key} ({a.get(key)!r} vs {b.get(key)!r})")
+        return out
+

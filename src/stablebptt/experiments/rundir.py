@@ -1,0 +1,155 @@
+"""Run directories: the unit of results.
+
+A run is written into a hidden sibling ``.NAME.partial`` and renamed to
+``NAME`` when it ends (finished or diverged), so a killed run never looks
+finished and never damages the run that ``NAME`` held before.
+
+Files: ``config.json`` (resolved configuration), ``metrics.csv`` (one row per
+epoch, header = :data:`stablebptt.training.METRIC_COLUMNS`), ``params.eqx``
+(the trained controller, :func:`equinox.tree_serialise_leaves`),
+``learning_curve.png`` and ``summary.json`` (status, initial and final losses).
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import math
+import os
+import shutil
+from pathlib import Path
+from typing import Any, Iterable
+
+from ..atomic import atomic_write_bytes, atomic_write_text
+from ..training import METRIC_COLUMNS
+from .config import RunConfig
+
+__all__ = [
+    "CONFIG",
+    "METRICS",
+    "PARAMS",
+    "CURVE",
+    "SUMMARY",
+    "RunDirError",
+    "partial_path",
+    "MetricsWriter",
+    "read_metrics",
+    "read_config",
+    "read_summary",
+    "existing_run_state",
+    "finalize",
+]
+
+CONFIG = "config.json"
+METRICS = "metrics.csv"
+PARAMS = "params.eqx"
+CURVE = "learning_curve.png"
+SUMMARY = "summary.json"
+
+
+class RunDirError(ValueError):
+    """A run directory cannot be used as asked."""
+
+
+def partial_path(out: Path) -> Path:
+    """Where a run into ``out`` is written until it ends."""
+    out = Path(out)
+    return out.parent / f".{out.name}.partial"
+
+
+def _format(value: Any) -> str:
+    if isinstance(value, float):
+        return "nan" if math.isnan(value) else repr(value)
+    return str(value)
+
+
+class MetricsWriter:
+    """Appends one CSV row per epoch and flushes it, so a crash keeps every finished epoch."""
+
+    def __init__(self, path: Path, columns: Iterable[str] = METRIC_COLUMNS):
+        self.columns = tuple(columns)
+        self._file = open(path, "w", newline="", encoding="utf-8")
+        self._writer = csv.writer(self._file)
+        self._writer.writerow(self.columns)
+        self._file.flush()
+
+    def write(self, row: dict) -> None:
+        self._writer.writerow([_format(row[c]) for c in self.columns])
+        self._file.flush()
+
+    def close(self) -> None:
+        self._file.close()
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
+
+
+def read_metrics(path: Path) -> list[dict]:
+    """Rows of a ``metrics.csv`` with numbers parsed (``epoch`` as int)."""
+    with open(path, newline="", encoding="utf-8") as f:
+        rows = list(csv.DictReader(f))
+    return [{k: (int(v) if k == "epoch" else float(v)) for k, v in row.items()} for row in rows]
+
+
+def read_config(run_dir: Path) -> RunConfig:
+    path = Path(run_dir) / CONFIG
+    if not path.is_file():
+        raise RunDirError(f"{run_dir} holds no {CONFIG}; is it a directory written by 'stablebptt train'?")
+    try:
+        return RunConfig.from_dict(json.loads(path.read_text(encoding="utf-8")))
+    except (json.JSONDecodeError, TypeError, ValueError) as err:
+        raise RunDirError(f"{path} is not a valid run configuration: {err}") from None
+
+
+def read_summary(run_dir: Path) -> dict | None:
+    path = Path(run_dir) / SUMMARY
+    if not path.is_file():
+        return None
+    return json.loads(path.read_text(encoding="utf-8"))
+
+
+def existing_run_state(out: Path, config: RunConfig, overwrite: bool) -> str:
+    """What ``out`` holds, relative to a run of ``config`` that wants to go there.
+
+    Returns ``"empty"`` (nothing there), ``"same"`` (this very run, finished) or
+    ``"replace"`` (a run that may be replaced: ``overwrite`` was given, or it is
+    an unfinished copy of this run). Raises :class:`RunDirError` for a
+    different run without ``overwrite`` and for a directory that holds no run.
+    """
+    out = Path(out)
+    if out.exists() and not out.is_dir():
+        raise RunDirError(f"--out {out} is a file, not a directory; choose another --out")
+    if not out.exists() or not any(out.iterdir()):
+        return "empty"
+    if not (out / CONFIG).is_file():
+        raise RunDirError(f"--out {out} is not empty and holds no stablebptt run; choose another --out")
+    existing = read_config(out)
+    diffs = existing.differences(config)
+    if diffs:
+        if overwrite:
+            return "replace"
+        raise RunDirError(
+            f"--out {out} already holds a different run (differs in {'; '.join(diffs[:3])}); "
+            "pass --overwrite to replace it or choose another --out"
+        )
+    summary = read_summary(out)
+    if summary is not None and summary.get("status") in ("finished", "diverged") and not overwrite:
+        return "same"
+    return "replace"
+
+
+def finalize(partial: Path, out: Path) -> None:
+    """Move a completed ``partial`` directory to ``out``, replacing what ``out`` held."""
+    partial, out = Path(partial), Path(out)
+    old = None
+    if out.exists():
+        old = out.parent / f".{out.name}.old-{os.getpid()}"
+        if old.exists():
+            shutil.rmtree(old)
+        os.replace(out, old)
+    os.replace(partial, out)
+    if old is not None:
+        shutil.rmtree(old, ignore_errors=True)

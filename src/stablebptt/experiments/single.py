@@ -1,0 +1,186 @@
+"""One training run from a :class:`RunConfig` into a run directory, and reading it back."""
+
+from __future__ import annotations
+
+import dataclasses
+import io
+import json
+import shutil
+import time
+from pathlib import Path
+from typing import Any, Callable
+
+import equinox as eqx
+import jax
+from tqdm.auto import tqdm
+
+from .. import plots
+from ..atomic import atomic_write_bytes, atomic_write_text
+from ..tasks import Task
+from ..training import NonFiniteLossError, make_epoch_functions, train
+from ..updates import trainable
+from . import rundir
+from .config import RunConfig
+
+__all__ = ["Setup", "build", "RunOutcome", "train_run", "load_run", "evaluate_run"]
+
+
+@dataclasses.dataclass(frozen=True)
+class Setup:
+    """What a config turns into: task, initial controller and data (all from ``config.seed``)."""
+
+    config: RunConfig
+    task: Task
+    policy: Any
+    train_x: Any
+    test_x: Any
+
+
+def build(config: RunConfig) -> Setup:
+    """Task, data and initial weights of a run; identical for every method and clip mode.
+
+    Keys: ``split(key(seed), 3)`` → training states, test states, initial weights.
+    """
+    dtype = config.jnp_dtype()
+    task = config.make_task()
+    k_train, k_test, k_init = jax.random.split(jax.random.key(config.seed), 3)
+    return Setup(
+        config=config,
+        task=task,
+        policy=task.make_policy(k_init, dtype),
+        train_x=task.sample_initial_states(k_train, config.n_train, dtype),
+        test_x=task.sample_initial_states(k_test, config.n_test, dtype),
+    )
+
+
+@dataclasses.dataclass
+class RunOutcome:
+    """status: ``"finished"``, ``"diverged"`` or ``"skipped"`` (the run was already there)."""
+
+    status: str
+    out: Path
+    history: list[dict]
+    summary: dict
+
+
+def _title(config: RunConfig) -> str:
+    opts = ", ".join(f"{k}={v}" for k, v in sorted(config.task_options.items()) if k in _DIFFICULTY)
+    return f"{config.task} ({opts}) — {config.method}, clip {config.clip}, seed {config.seed}"
+
+
+_DIFFICULTY = {"n_poles", "rc", "target", "n_drivers", "n_evaders"}
+
+
+def train_run(
+    config: RunConfig,
+    out: Path,
+    *,
+    overwrite: bool = False,
+    progress: bool = True,
+    say: Callable[[str], None] = print,
+) -> RunOutcome:
+    """Train one run and write its directory.
+
+    Raises :class:`rundir.RunDirError` if ``out`` holds something else and
+    :class:`NonFiniteLossError` (after writing the run, status ``"diverged"``)
+    if the loss became non-finite.
+    """
+    config = config.resolved()
+    out = Path(out)
+    state = rundir.existing_run_state(out, config, overwrite)
+    if state == "same":
+        say(f"{out} already holds this finished run; nothing to do (pass --overwrite to train it again)")
+        return RunOutcome("skipped", out, rundir.read_metrics(out / rundir.METRICS), rundir.read_summary(out))
+
+    setup = build(config)
+    partial = rundir.partial_path(out)
+    if partial.exists():
+        shutil.rmtree(partial)
+    partial.mkdir(parents=True)
+    atomic_write_text(partial / rundir.CONFIG, config.to_json() + "\n")
+
+    bar = tqdm(total=config.epochs, desc=f"{config.task} {config.method}", unit="epoch", disable=not progress, leave=True)
+    started = time.perf_counter()
+    status, error = "finished", None
+    with rundir.MetricsWriter(partial / rundir.METRICS) as metrics:
+
+        def on_epoch(row: dict) -> None:
+            metrics.write(row)
+            bar.update(1)
+            bar.set_postfix(test_loss=f"{row['test_loss']:.4g}")
+
+        try:
+            result = train(
+                setup.policy,
+                setup.task.problem,
+                setup.train_x,
+                setup.test_x,
+                flow=config.flow(),
+                optimizer=config.optimizer(),
+                epochs=config.epochs,
+                batch_size=config.batch_size,
+                on_epoch=on_epoch,
+            )
+            history, policy, initial, compile_s = result.history, result.policy, result.initial, result.compile_seconds
+        except NonFiniteLossError as err:
+            status, error = "diverged", err
+            history, policy, initial, compile_s = err.history, None, {}, None
+        finally:
+            bar.close()
+
+    if policy is not None:
+        atomic_write_bytes(partial / rundir.PARAMS, _serialise(policy))
+    plots.save_figure(plots.learning_curve_figure(history, _title(config)), partial / rundir.CURVE)
+    last = history[-1] if history else {}
+    summary = {
+        "status": status,
+        "epochs_run": len(history),
+        "initial": initial,
+        "final": {k: last.get(k) for k in ("batch_loss", "train_loss", "test_loss")},
+        "diverged_at_epoch": error.epoch if error else None,
+        "compile_seconds": compile_s,
+        "seconds_per_epoch": (sum(r["seconds"] for r in history) / len(history)) if history else None,
+        "wall_seconds": time.perf_counter() - started,
+        "jax_version": jax.__version__,
+        "backend": jax.default_backend(),
+    }
+    atomic_write_text(partial / rundir.SUMMARY, json.dumps(summary, indent=2) + "\n")
+    rundir.finalize(partial, out)
+    if error is not None:
+        raise error
+    return RunOutcome(status, out, history, summary)
+
+
+def _serialise(policy: Any) -> bytes:
+    buf = io.BytesIO()
+    eqx.tree_serialise_leaves(buf, policy)
+    return buf.getvalue()
+
+
+def load_run(run_dir: Path) -> tuple[Setup, Any, list[dict]]:
+    """The setup of a finished run, its trained controller and its metrics."""
+    run_dir = Path(run_dir)
+    if not run_dir.is_dir():
+        raise rundir.RunDirError(f"{run_dir} is not a directory; give the --out of a finished 'stablebptt train'")
+    config = rundir.read_config(run_dir)
+    params_path = run_dir / rundir.PARAMS
+    if not params_path.is_file():
+        summary = rundir.read_summary(run_dir) or {}
+        why = "the run diverged" if summary.get("status") == "diverged" else "the run did not finish"
+        raise rundir.RunDirError(f"{run_dir} has no {rundir.PARAMS} ({why}); train it again")
+    setup = build(config)
+    policy = eqx.tree_deserialise_leaves(params_path, setup.policy)
+    return setup, policy, rundir.read_metrics(run_dir / rundir.METRICS)
+
+
+def evaluate_run(run_dir: Path) -> dict:
+    """Reload a trained controller and compute its test (and train) loss as training logged them."""
+    setup, policy, history = load_run(run_dir)
+    fns = make_epoch_functions(policy, setup.task.problem, setup.config.flow(), setup.config.optimizer())
+    params, _ = trainable(policy)
+    evaluate = jax.jit(fns.evaluate)
+    return {
+        "test_loss": float(evaluate(params, setup.test_x)),
+        "train_loss": float(evaluate(params, setup.train_x)),
+        "logged_test_loss": history[-1]["test_loss"] if history else float("nan"),
+    }

@@ -1,0 +1,258 @@
+"""Gradient flows: where the backward pass of a rollout is allowed to go.
+
+At every time step a rollout feeds the state ``x_i`` to two places: the
+controller (``c_i = N(x_i; θ)``) and the simulator (``x_{i+1} = S(x_i, c_i)``).
+A flow puts a *gate* on each of those two inputs. A gate is the identity in
+the forward pass and multiplies the cotangent by a number ``g`` in the
+backward pass (``g = 1``: everything flows, ``g = 0``: a stop-gradient), so
+every flow has exactly the same forward values.
+
+The paper's flows are four settings of the two gates (SPEC §1):
+
+====  =================  ============  ==============
+name  class              network gate  simulator gate
+====  =================  ============  ==============
+R     :class:`Regular`   1             1
+M     :class:`Modified`  0             1
+S     :class:`Stopped`   0             0
+N     :class:`NetworkOnly` 1           0
+====  =================  ============  ==============
+
+and the combined update **C** (:class:`Combined`) computes two of them (M and
+R by default) and keeps each component of the first only where its sign agrees
+with the second. Gates are numbers, not branches, so time-varying schedules
+(:class:`Gated`) and truncation (:class:`Truncated`) are the same mechanism.
+
+A flow is a value you pass, in the style of ``diffrax``'s ``adjoint=``::
+
+    loss, update, info = stablebptt.value_and_update(stablebptt.C(), policy, problem, x0)
+"""
+
+from __future__ import annotations
+
+import abc
+from typing import Any
+
+import equinox as eqx
+import jax
+import jax.numpy as jnp
+import numpy as np
+from jax import lax
+
+__all__ = [
+    "Flow",
+    "Gated",
+    "Regular",
+    "Modified",
+    "Stopped",
+    "NetworkOnly",
+    "Truncated",
+    "Combined",
+    "R",
+    "M",
+    "S",
+    "N",
+    "C",
+    "gate",
+    "combine_by_sign",
+    "flow_from_name",
+    "FLOW_NAMES",
+]
+
+
+def gate(x: Any, g: jax.Array | float) -> Any:
+    """Identity in the forward pass; scales the backward flow through ``x`` by ``g``.
+
+    ``stop(x) + g·(x − stop(x))`` equals ``x`` exactly for finite ``x``. Applied
+    to every inexact leaf of the pytree ``x``; integer leaves pass unchanged.
+    ``g`` is a real scalar (usually 0 or 1).
+    """
+
+    def leaf(a):
+        a = jnp.asarray(a)
+        if not jnp.issubdtype(a.dtype, jnp.inexact):
+            return a
+        s = lax.stop_gradient(a)
+        return s + jnp.asarray(g, jnp.finfo(a.dtype).dtype) * (a - s)
+
+    return jax.tree.map(leaf, x)
+
+
+def combine_by_sign(primary: Any, reference: Any) -> Any:
+    """The combined update of SPEC §1, leaf by leaf and component by component.
+
+    ``u_k = primary_k`` where ``sign(primary_k) == sign(reference_k)``, else 0
+    (``sign(0) = 0``: a zero in either gives 0 unless both are zero, when ``u_k``
+    is 0 anyway). Hence ``u·reference ≥ 0`` and ``u`` is 0 wherever
+    ``reference`` is.
+    """
+    return jax.tree.map(
+        lambda m, g: jnp.where(jnp.sign(m) == jnp.sign(g), m, jnp.zeros_like(m)),
+        primary,
+        reference,
+    )
+
+
+class Flow(eqx.Module):
+    """A rule for the backward pass of a rollout.
+
+    Subclasses return, for a rollout of ``n_steps``, the gate values of each
+    backward pass they need (:meth:`gate_schedule`) and how to turn the
+    resulting gradients into one update (:meth:`combine`).
+    """
+
+    @abc.abstractmethod
+    def gate_schedule(self, n_steps: int) -> tuple[np.ndarray, np.ndarray]:
+        """Gates ``(net, sim)``, each of shape ``(n_passes, n_steps)``."""
+
+    def combine(self, grads: Any) -> Any:
+        """Turn the stacked gradients (leading axis ``n_passes``) into one update."""
+        return jax.tree.map(lambda a: a[0], grads)
+
+    @property
+    def n_passes(self) -> int:
+        return 1
+
+    @property
+    def name(self) -> str:
+        return type(self).__name__
+
+
+class Gated(Flow):
+    """One backward pass with given gates, constant or one value per step.
+
+    ``net`` gates the controller's input, ``sim`` the simulator's input; each is
+    a scalar or an array of shape ``(n_steps,)`` (step ``i`` maps ``x_i`` to
+    ``x_{i+1}``).
+    """
+
+    net: Any = 1.0
+    sim: Any = 1.0
+
+    def gate_schedule(self, n_steps: int) -> tuple[np.ndarray, np.ndarray]:
+        out = []
+        for g, what in ((self.net, "net"), (self.sim, "sim")):
+            g = np.asarray(g, dtype=np.float64)
+            if g.ndim == 0:
+                g = np.full((n_steps,), float(g))
+            if g.shape != (n_steps,):
+                raise ValueError(
+                    f"{what} gate has shape {g.shape}; expected a scalar or ({n_steps},) "
+                    f"for a rollout of {n_steps} steps"
+                )
+            out.append(g[None])
+        return out[0], out[1]
+
+    @property
+    def name(self) -> str:
+        for letter, cls in _LETTERS.items():
+            if type(self) is cls:
+                return letter
+        return "Gated"
+
+
+class Regular(Gated):
+    """R: regular backpropagation through time; everything flows."""
+
+    def __init__(self):
+        self.net, self.sim = 1.0, 1.0
+
+
+class Modified(Gated):
+    """M: the network sees ``stop(x)``; only the physics path carries gradients back in time."""
+
+    def __init__(self):
+        self.net, self.sim = 0.0, 1.0
+
+
+class Stopped(Gated):
+    """S: both inputs stopped; one-step feedback only."""
+
+    def __init__(self):
+        self.net, self.sim = 0.0, 0.0
+
+
+class NetworkOnly(Gated):
+    """N: the simulator sees ``stop(x)``; only the network path flows back (unused in the paper)."""
+
+    def __init__(self):
+        self.net, self.sim = 1.0, 0.0
+
+
+class Truncated(Flow):
+    """Truncated backpropagation: ``base``'s gates, but both are 0 at every ``every``-th step.
+
+    Gradients then travel back at most ``every`` steps from where a loss term
+    enters. ``Truncated(1, Regular())`` equals :class:`Stopped`.
+    """
+
+    every: int = eqx.field(static=True)
+    base: Flow = Regular()
+
+    def __check_init__(self):
+        if self.every < 1:
+            raise ValueError(f"Truncated: every={self.every}; expected a positive number of steps")
+        if self.base.n_passes != 1:
+            raise ValueError("Truncated: base must be a single-pass flow (R, M, S, N or Gated)")
+
+    def gate_schedule(self, n_steps: int) -> tuple[np.ndarray, np.ndarray]:
+        net, sim = self.base.gate_schedule(n_steps)
+        # Gating x_0 changes nothing (it does not depend on θ), so step 0 may be cut too.
+        keep = (np.arange(n_steps) % self.every != 0).astype(np.float64)[None]
+        return net * keep, sim * keep
+
+    @property
+    def name(self) -> str:
+        return f"Truncated({self.every}, {self.base.name})"
+
+
+class Combined(Flow):
+    """C: the combined update of the paper.
+
+    Computes ``primary`` (default M) and ``reference`` (default R, the true
+    gradient) in one program and keeps ``primary``'s components whose sign
+    agrees with ``reference`` (:func:`combine_by_sign`).
+    """
+
+    primary: Flow = Modified()
+    reference: Flow = Regular()
+
+    def __check_init__(self):
+        if self.primary.n_passes != 1 or self.reference.n_passes != 1:
+            raise ValueError("Combined: primary and reference must be single-pass flows")
+
+    @property
+    def n_passes(self) -> int:
+        return 2
+
+    def gate_schedule(self, n_steps: int) -> tuple[np.ndarray, np.ndarray]:
+        pn, ps = self.primary.gate_schedule(n_steps)
+        rn, rs = self.reference.gate_schedule(n_steps)
+        return np.concatenate([pn, rn]), np.concatenate([ps, rs])
+
+    def combine(self, grads: Any) -> Any:
+        return combine_by_sign(
+            jax.tree.map(lambda a: a[0], grads), jax.tree.map(lambda a: a[1], grads)
+        )
+
+    @property
+    def name(self) -> str:
+        if isinstance(self.primary, Modified) and isinstance(self.reference, Regular):
+            return "C"
+        return f"Combined({self.primary.name}, {self.reference.name})"
+
+
+R, M, S, N, C = Regular, Modified, Stopped, NetworkOnly, Combined
+
+_LETTERS = {"R": Regular, "M": Modified, "S": Stopped, "N": NetworkOnly}
+FLOW_NAMES = ("R", "M", "S", "N", "C")
+
+
+def flow_from_name(name: str) -> Flow:
+    """``"R" | "M" | "S" | "N" | "C"`` to a flow object (case-insensitive)."""
+    key = str(name).strip().upper()
+    if key == "C":
+        return Combined()
+    if key in _LETTERS:
+        return _LETTERS[key]()
+    raise ValueError(f"unknown method {name!r}; choose one of {', '.join(FLOW_NAMES)}")

@@ -1,0 +1,42 @@
+"""Tasks: one module per physical system, and a registry by name.
+
+Each task module holds a frozen configuration dataclass, its public one-step
+physics on batched arrays, its loss, its initial-state sampler and the paper's
+default network, and ``make_task(config) -> Task``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any
+
+from . import cartpole
+from .base import Task, check_shape
+
+__all__ = ["Task", "check_shape", "TASKS", "task_config", "make_task", "cartpole"]
+
+TASKS: dict[str, tuple[type, Any]] = {
+    "cartpole": (cartpole.CartPoleConfig, cartpole.make_task),
+}
+
+
+def _lookup(name: str):
+    if name not in TASKS:
+        raise ValueError(f"unknown task {name!r}; choose one of {', '.join(TASKS)}")
+    return TASKS[name]
+
+
+def task_config(name: str, **options: Any) -> Any:
+    """The frozen configuration of task ``name`` with ``options`` overriding its defaults."""
+    config_cls, _ = _lookup(name)
+    known = {f.name for f in dataclasses.fields(config_cls)}
+    unknown = sorted(set(options) - known)
+    if unknown:
+        raise ValueError(f"task {name!r} has no option {unknown[0]!r}; its options are {', '.join(sorted(known))}")
+    return config_cls(**options)
+
+
+def make_task(name: str, **options: Any) -> Task:
+    """Build task ``name`` (``"cartpole"``, ...) from keyword options of its configuration."""
+    _, factory = _lookup(name)
+    return factory(task_config(name, **options))

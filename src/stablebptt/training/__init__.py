@@ -1,0 +1,22 @@
+"""Training: data batching, the epoch program, metrics and the NaN guard."""
+
+from .batching import batch_count, split_batches
+from .trainer import (
+    METRIC_COLUMNS,
+    EpochFunctions,
+    NonFiniteLossError,
+    TrainResult,
+    make_epoch_functions,
+    train,
+)
+
+__all__ = [
+    "batch_count",
+    "split_batches",
+    "METRIC_COLUMNS",
+    "EpochFunctions",
+    "NonFiniteLossError",
+    "TrainResult",
+    "make_epoch_functions",
+    "train",
+]

@@ -1,0 +1,195 @@
+"""The paper's training loop: fixed-order mini-batches, one compiled program per epoch.
+
+A whole epoch (all mini-batch updates) is one ``lax.scan`` inside one ``jit``;
+the host syncs once per epoch, for the metrics. Knows no task: it takes a
+policy, a :class:`ControlProblem`, data, a flow and an optax optimizer.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import time
+from typing import Any, Callable, Sequence
+
+import equinox as eqx
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+
+from ..flows import Flow, Regular
+from ..problem import ControlProblem
+from ..rollout import rollout_loss
+from ..updates import Backward, SharedBackward, trainable, value_and_update
+from .batching import batch_count, split_batches
+
+__all__ = ["METRIC_COLUMNS", "EpochFunctions", "TrainResult", "NonFiniteLossError", "make_epoch_functions", "train"]
+
+METRIC_COLUMNS = (
+    "epoch",
+    "batch_loss",
+    "train_loss",
+    "test_loss",
+    "update_sq_norm",
+    "cosine_mr",
+    "seconds",
+)
+"""Columns of the per-epoch metrics, in order.
+
+epoch: 1-based epoch number. batch_loss: mean of the mini-batch losses seen
+by the updates of the epoch (before each update). train_loss / test_loss:
+loss on the whole training / test set after the epoch. update_sq_norm: mean
+over the epoch's updates of the squared L2 norm of the update before clipping
+(the authors' "grad size"). cosine_mr: mean cosine similarity of the M and R
+gradients (combined flows only, else NaN). seconds: wall time of the epoch's
+updates (compiled in advance, so compilation is not counted).
+"""
+
+
+class NonFiniteLossError(RuntimeError):
+    """Training produced a non-finite loss; ``epoch`` names where, ``history`` holds the rows so far."""
+
+    def __init__(self, epoch: int, history: list[dict]):
+        self.epoch = epoch
+        self.history = history
+        super().__init__(
+            f"non-finite loss at epoch {epoch}: the updates diverged; "
+            "try clipping (--clip norm or --clip value) or a smaller learning rate"
+        )
+
+
+@dataclasses.dataclass(frozen=True)
+class EpochFunctions:
+    """The compiled pieces of training, pure functions of arrays (vmappable).
+
+    train_epoch(params, opt_state, batches) -> (params, opt_state, stats) with
+        ``stats = (batch_loss, update_sq_norm, cosine)`` each of shape ``(n_batches,)``.
+    evaluate(params, x) -> loss of the whole set ``x`` (forward only).
+    """
+
+    train_epoch: Callable
+    evaluate: Callable
+    static: Any
+
+
+def make_epoch_functions(
+    policy: Any,
+    problem: ControlProblem,
+    flow: Flow,
+    optimizer: optax.GradientTransformation,
+    *,
+    backward: Backward = SharedBackward(),
+) -> EpochFunctions:
+    """Build (unjitted) epoch and evaluation functions for a policy's structure."""
+    _, static = trainable(policy)
+
+    def update_step(carry, batch):
+        params, opt_state = carry
+        loss, update, info = value_and_update(flow, eqx.combine(params, static), problem, batch, backward=backward)
+        updates, opt_state = optimizer.update(update, opt_state, params)
+        params = optax.apply_updates(params, updates)
+        return (params, opt_state), (loss, info.sq_norm, info.cosine)
+
+    def train_epoch(params, opt_state, batches):
+        (params, opt_state), stats = jax.lax.scan(update_step, (params, opt_state), batches)
+        return params, opt_state, stats
+
+    def evaluate(params, x):
+        return rollout_loss(eqx.combine(params, static), problem, x, Regular())
+
+    return EpochFunctions(train_epoch, evaluate, static)
+
+
+@dataclasses.dataclass
+class TrainResult:
+    """Outcome of :func:`train`.
+
+    policy: the trained policy. opt_state: the optimizer's final state.
+    history: one dict per epoch with the keys of :data:`METRIC_COLUMNS`.
+    initial: ``{"train_loss", "test_loss"}`` before any update.
+    compile_seconds: time spent compiling the epoch program.
+    """
+
+    policy: Any
+    opt_state: Any
+    history: list[dict]
+    initial: dict
+    compile_seconds: float
+
+
+def _leading(x: Any) -> int:
+    return int(jax.tree.leaves(x)[0].shape[0])
+
+
+def train(
+    policy: Any,
+    problem: ControlProblem,
+    train_x: Any,
+    test_x: Any,
+    *,
+    flow: Flow,
+    optimizer: optax.GradientTransformation,
+    epochs: int,
+    batch_size: int = 8,
+    on_epoch: Callable[[dict], None] | None = None,
+    backward: Backward = SharedBackward(),
+) -> TrainResult:
+    """Train ``policy`` on ``problem`` with the paper's protocol.
+
+    Args:
+        policy: controller (Equinox module or other callable pytree).
+        problem: the simulator, horizon and loss.
+        train_x, test_x: initial states, samples on axis 0 of every leaf.
+        flow: the gradient flow, e.g. ``C()``.
+        optimizer: an optax optimizer, e.g. :func:`stablebptt.make_optimizer`.
+        epochs: number of passes over ``train_x``.
+        batch_size: samples per update; mini-batches are taken in the stored order.
+        on_epoch: called with each epoch's metrics dict right after the epoch.
+        backward: how the backward passes are computed (default: shared forward pass).
+
+    Raises:
+        NonFiniteLossError: a loss became NaN or infinite; the epoch's row has
+            already been passed to ``on_epoch``.
+    """
+    if isinstance(epochs, bool) or not isinstance(epochs, int) or epochs < 1:
+        raise ValueError(f"epochs={epochs!r}; expected a positive integer")
+    batch_count(_leading(train_x), batch_size)
+    if _leading(test_x) < 1:
+        raise ValueError("the test set is empty; give at least one test sample")
+
+    fns = make_epoch_functions(policy, problem, flow, optimizer, backward=backward)
+    params, _ = trainable(policy)
+    opt_state = optimizer.init(params)
+    batches = split_batches(train_x, batch_size)
+
+    t0 = time.perf_counter()
+    train_epoch = jax.jit(fns.train_epoch).lower(params, opt_state, batches).compile()
+    evaluate = jax.jit(fns.evaluate)  # the same program as a later evaluation of saved weights
+    initial_losses = jax.device_get((evaluate(params, train_x), evaluate(params, test_x)))
+    compile_seconds = time.perf_counter() - t0
+    initial = {"train_loss": float(initial_losses[0]), "test_loss": float(initial_losses[1])}
+
+    history: list[dict] = []
+    for epoch in range(1, epochs + 1):
+        start = time.perf_counter()
+        params, opt_state, stats = train_epoch(params, opt_state, batches)
+        jax.block_until_ready(stats)
+        seconds = time.perf_counter() - start
+        stats, losses = jax.device_get((stats, (evaluate(params, train_x), evaluate(params, test_x))))
+        row = {
+            "epoch": epoch,
+            "batch_loss": float(np.mean(stats[0])),
+            "train_loss": float(losses[0]),
+            "test_loss": float(losses[1]),
+            "update_sq_norm": float(np.mean(stats[1])),
+            "cosine_mr": float(np.mean(stats[2])) if flow.n_passes > 1 else math.nan,
+            "seconds": seconds,
+        }
+        history.append(row)
+        if on_epoch is not None:
+            on_epoch(row)
+        if not all(math.isfinite(row[k]) for k in ("batch_loss", "train_loss", "test_loss")):
+            raise NonFiniteLossError(epoch, history)
+
+    return TrainResult(eqx.combine(params, fns.static), opt_state, history, initial, compile_seconds)
