@@ -61,12 +61,12 @@ def _add_training_options(p: argparse.ArgumentParser, *, with_method: bool) -> N
     if with_method:
         p.add_argument("--method", default="C", type=str.upper, choices=FLOW_NAMES, help="gradient flow (default C)")
     p.add_argument("--clip", default="none", choices=CLIP_MODES, help="clipping of the final update (default none)")
-    p.add_argument("--epochs", type=_positive_int, default=1000, help="passes over the training set (default 1000)")
-    p.add_argument("--seed", type=int, default=42, help="seed of data and initial weights (default 42)")
-    p.add_argument("--lr", type=float, default=1e-3, help="Adam learning rate (default 1e-3)")
-    p.add_argument("--batch-size", type=_positive_int, default=8, help="samples per update (default 8)")
-    p.add_argument("--n-train", type=_positive_int, default=256, help="training initial states (default 256)")
-    p.add_argument("--n-test", type=_positive_int, default=256, help="test initial states (default 256)")
+    p.add_argument("--epochs", type=_positive_int, metavar="N", default=1000, help="passes over the training set (default 1000)")
+    p.add_argument("--seed", type=int, metavar="N", default=42, help="seed of data and initial weights (default 42)")
+    p.add_argument("--lr", type=float, metavar="X", default=1e-3, help="Adam learning rate (default 1e-3)")
+    p.add_argument("--batch-size", type=_positive_int, metavar="N", default=8, help="samples per update (default 8)")
+    p.add_argument("--n-train", type=_positive_int, metavar="N", default=256, help="training initial states (default 256)")
+    p.add_argument("--n-test", type=_positive_int, metavar="N", default=256, help="test initial states (default 256)")
     p.add_argument("--adam", default="keras", choices=ADAM_FORMS, help="Adam's epsilon form (default keras, as published)")
     p.add_argument("--x64", action="store_true", help="compute in float64")
     p.add_argument("--overwrite", action="store_true", help="replace a different run already in --out")
@@ -77,11 +77,11 @@ def _add_task_parsers(sub, command: str, *, with_method: bool, out_required: boo
     for task, options in TASK_OPTIONS.items():
         p = sub.add_parser(task, help=f"{command} on the {task} task")
         for opt in options + COMMON_TASK_OPTIONS:
-            p.add_argument(opt.flag, dest=opt.field, type=_positive_int if opt.type is int else opt.type, default=None, help=opt.help)
+            p.add_argument(opt.flag, dest=opt.field, metavar="N" if opt.type is int else "X", type=_positive_int if opt.type is int else opt.type, default=None, help=opt.help)
         _add_training_options(p, with_method=with_method)
-        p.add_argument("--out", type=Path, required=out_required, default=None, help="output directory")
+        p.add_argument("--out", type=Path, metavar="DIR", required=out_required, default=None, help="output directory")
         if command == "compare":
-            p.add_argument("--methods", default="R,M,C,S", help="comma-separated methods (default R,M,C,S)")
+            p.add_argument("--methods", metavar="LIST", default="R,M,C,S", help="comma-separated methods (default R,M,C,S)")
         p.set_defaults(task=task, command=command)
 
 
@@ -146,7 +146,6 @@ def _run(args) -> int:
     config = _config_from_args(args)
     if args.command == "train":
         out = args.out or _default_out(config)
-        print(f"training {config.task} with {config.method} into {out}", file=sys.stderr)
         try:
             outcome = train_run(config, out, overwrite=args.overwrite, progress=not args.quiet)
         except NonFiniteLossError as err:
@@ -166,7 +165,10 @@ def _run(args) -> int:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``stablebptt`` command; returns the exit code."""
-    args = build_parser().parse_args(argv)
+    try:
+        args = build_parser().parse_args(argv)
+    except SystemExit as exit_:  # --help, or a usage error already printed
+        return int(exit_.code or 0)
     from .experiments import RunDirError
 
     try:

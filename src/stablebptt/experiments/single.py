@@ -94,6 +94,7 @@ def train_run(
 
     setup = build(config)
     partial = rundir.partial_path(out)
+    say(f"training {config.task} with {config.method} (clip {config.clip}) into {out}")
     if partial.exists():
         shutil.rmtree(partial)
     partial.mkdir(parents=True)

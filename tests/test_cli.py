@@ -1,0 +1,196 @@
+"""The command line: files written, evaluation, and every bad input as a one-line error."""
+
+from __future__ import annotations
+
+import csv
+import json
+import math
+from pathlib import Path
+
+import pytest
+
+from stablebptt.cli import main
+from stablebptt.training import METRIC_COLUMNS
+
+SMALL = ["--poles", "1", "--steps", "20", "--epochs", "3", "--n-train", "16", "--n-test", "16", "--quiet"]
+
+
+def run(capsys, *argv):
+    code = main([str(a) for a in argv])
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+def one_line_error(err: str) -> str:
+    lines = [line for line in err.splitlines() if line.strip()]
+    assert len(lines) == 1, err
+    assert lines[0].startswith("stablebptt")
+    return lines[0]
+
+
+def snapshot(folder: Path) -> dict:
+    return {p.name: p.read_bytes() for p in sorted(folder.iterdir())}
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory):
+    out = tmp_path_factory.mktemp("cli") / "run"
+    code = main(["train", "cartpole", *SMALL, "--method", "C", "--seed", "7", "--out", str(out)])
+    assert code == 0
+    return out
+
+
+def test_train_writes_the_run(trained):
+    names = {p.name for p in trained.iterdir()}
+    assert names == {"config.json", "metrics.csv", "params.eqx", "learning_curve.png", "summary.json"}
+    config = json.loads((trained / "config.json").read_text())
+    assert config["method"] == "C" and config["seed"] == 7 and config["epochs"] == 3
+    assert config["task_options"]["n_poles"] == 1 and config["task_options"]["total_mass"] == 1.1
+    with open(trained / "metrics.csv") as f:
+        rows = list(csv.reader(f))
+    assert tuple(rows[0]) == METRIC_COLUMNS
+    assert [int(r[0]) for r in rows[1:]] == [1, 2, 3]
+    assert all(math.isfinite(float(x)) for r in rows[1:] for x in r)
+    assert (trained / "learning_curve.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    summary = json.loads((trained / "summary.json").read_text())
+    assert summary["status"] == "finished" and summary["final"]["test_loss"] == float(rows[-1][3])
+    assert not any(p.name.startswith(".") for p in trained.parent.iterdir())  # no partial left behind
+
+
+def test_evaluate_reproduces_last_test_loss(trained, capsys):
+    code, out, _ = run(capsys, "evaluate", trained)
+    assert code == 0
+    with open(trained / "metrics.csv") as f:
+        last = list(csv.DictReader(f))[-1]["test_loss"]
+    assert out.strip() == f"test loss {last}"
+
+
+def test_same_command_again_changes_nothing(trained, capsys):
+    before = snapshot(trained)
+    code, out, _ = run(capsys, "train", "cartpole", *SMALL, "--method", "C", "--seed", "7", "--out", trained)
+    assert code == 0 and "already holds this finished run" in out
+    assert snapshot(trained) == before
+
+
+def test_refuses_a_different_run_unless_overwrite(trained, capsys, tmp_path):
+    before = snapshot(trained)
+    code, _, err = run(capsys, "train", "cartpole", *SMALL, "--method", "R", "--seed", "7", "--out", trained)
+    line = one_line_error(err)
+    assert code == 2 and "already holds a different run" in line and "method ('C' vs 'R')" in line and "--overwrite" in line
+    assert snapshot(trained) == before
+    copy = tmp_path / "copy"
+    copy.mkdir()
+    for name, data in before.items():
+        (copy / name).write_bytes(data)
+    code, _, _ = run(capsys, "train", "cartpole", *SMALL, "--method", "R", "--seed", "7", "--out", copy, "--overwrite")
+    assert code == 0 and json.loads((copy / "config.json").read_text())["method"] == "R"
+
+
+def test_interrupted_run_leaves_the_old_one_intact(trained, capsys, tmp_path, monkeypatch):
+    import stablebptt.experiments.single as single
+
+    copy = tmp_path / "kept"
+    copy.mkdir()
+    before = snapshot(trained)
+    for name, data in before.items():
+        (copy / name).write_bytes(data)
+    original = single.train
+
+    def interrupted(*args, on_epoch, **kwargs):
+        def stop(row):
+            on_epoch(row)
+            raise KeyboardInterrupt
+
+        return original(*args, on_epoch=stop, **kwargs)
+
+    monkeypatch.setattr(single, "train", interrupted)
+    code, _, err = run(capsys, "train", "cartpole", *SMALL, "--method", "S", "--out", copy, "--overwrite")
+    assert code == 130 and "interrupted" in err
+    assert snapshot(copy) == before
+    partial = tmp_path / ".kept.partial"
+    assert not (partial / "summary.json").exists()  # never looks finished
+    assert len(list(csv.reader(open(partial / "metrics.csv")))) == 2  # header + the one finished epoch
+
+
+def test_non_finite_loss_stops_keeps_metrics_and_fails(capsys, tmp_path):
+    out = tmp_path / "nan"
+    code, _, err = run(capsys, "train", "cartpole", *SMALL, "--method", "R", "--lr", "1e30", "--out", out)
+    line = one_line_error(err)
+    assert code == 3
+    assert "non-finite loss at epoch 1" in line and "--clip norm" in line
+    with open(out / "metrics.csv") as f:
+        rows = list(csv.DictReader(f))
+    assert len(rows) == 1 and rows[0]["test_loss"] == "nan"
+    assert json.loads((out / "summary.json").read_text())["status"] == "diverged"
+
+
+@pytest.mark.parametrize(
+    "argv, message",
+    [
+        (["train", "pendulum"], "invalid choice: 'pendulum'"),
+        (["train", "cartpole", "--method", "Q"], "invalid choice: 'Q'"),
+        (["train", "cartpole", "--clip", "max"], "invalid choice: 'max'"),
+        (["train", "cartpole", "--epochs", "0"], "0 must be a positive integer"),
+        (["train", "cartpole", "--poles", "0"], "0 must be a positive integer"),
+        (["train", "cartpole", "--batch-size", "-3"], "-3 must be a positive integer"),
+        (["train", "cartpole", "--n-test", "0"], "0 must be a positive integer"),
+        (["train", "cartpole", "--epochs", "ten"], "'ten' is not an integer"),
+        (["compare", "cartpole", "--epochs", "1"], "--out"),
+    ],
+)
+def test_bad_arguments(capsys, argv, message):
+    code, _, err = run(capsys, *argv)
+    line = one_line_error(err)
+    assert code == 2 and message in line and "--help" in line
+
+
+@pytest.mark.parametrize(
+    "argv, message",
+    [
+        (["--batch-size", "32"], "batch size 32 is larger than the training set (16 samples)"),
+        (["--batch-size", "5"], "does not split into batches of 5"),
+        (["--lr", "-1"], "learning rate -1.0 must be a positive finite number"),
+        (["--lr", "nan"], "learning rate nan must be a positive finite number"),
+    ],
+)
+def test_impossible_settings(capsys, tmp_path, argv, message):
+    code, _, err = run(capsys, "train", "cartpole", *SMALL, *argv, "--out", tmp_path / "x")
+    line = one_line_error(err)
+    assert code == 2 and message in line
+    assert not (tmp_path / "x").exists()
+
+
+def test_out_that_is_not_a_run(capsys, tmp_path):
+    (tmp_path / "notes.txt").write_text("mine")
+    code, _, err = run(capsys, "train", "cartpole", *SMALL, "--out", tmp_path)
+    assert code == 2 and "is not empty and holds no stablebptt run" in one_line_error(err)
+    assert (tmp_path / "notes.txt").read_text() == "mine"
+
+
+def test_evaluate_bad_dirs(capsys, tmp_path):
+    code, _, err = run(capsys, "evaluate", tmp_path / "missing")
+    assert code == 2 and "is not a directory" in one_line_error(err)
+    code, _, err = run(capsys, "evaluate", tmp_path)
+    assert code == 2 and "holds no config.json" in one_line_error(err)
+
+
+def test_compare_trains_every_method_on_the_same_start(capsys, tmp_path):
+    out = tmp_path / "cmp"
+    code, stdout, _ = run(capsys, "compare", "cartpole", *SMALL, "--out", out)
+    assert code == 0
+    for method in "RMCS":
+        assert f"\n{method} " in stdout
+    with open(out / "final_test_loss.csv") as f:
+        table = list(csv.DictReader(f))
+    assert [r["method"] for r in table] == ["R", "M", "C", "S"]
+    initial = set()
+    for row in table:
+        with open(out / row["method"] / "metrics.csv") as f:
+            last = list(csv.DictReader(f))[-1]
+        assert float(row["final_test_loss"]) == float(last["test_loss"])
+        initial.add(json.loads((out / row["method"] / "summary.json").read_text())["initial"]["test_loss"])
+    assert len(initial) == 1  # same data and initial weights for every method
+    assert (out / "comparison.png").read_bytes()[:4] == b"\x89PNG"
+    # a different comparison into the same folder is refused
+    code, _, err = run(capsys, "compare", "cartpole", *SMALL, "--seed", "1", "--out", out)
+    assert code == 2 and "already holds a different comparison" in one_line_error(err)

@@ -1,0 +1,86 @@
+"""The training loop: learning, metrics, the NaN guard, batching, determinism."""
+
+from __future__ import annotations
+
+import math
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+import stablebptt as sb
+from stablebptt.tasks import cartpole
+from stablebptt.training import METRIC_COLUMNS, batch_count, split_batches
+
+
+@pytest.fixture(scope="module")
+def one_pole():
+    task = cartpole.make_task(cartpole.CartPoleConfig(n_poles=1))
+    k_train, k_test, k_init = jax.random.split(jax.random.key(42), 3)
+    return task, task.make_policy(k_init), task.sample_initial_states(k_train, 256), task.sample_initial_states(k_test, 256)
+
+
+def test_combined_update_learns_one_pole(one_pole):
+    task, policy, train_x, test_x = one_pole
+    seen = []
+    result = sb.train(policy, task.problem, train_x, test_x, flow=sb.C(), optimizer=sb.make_optimizer("none"), epochs=15, on_epoch=seen.append)
+    assert seen == result.history and len(seen) == 15
+    assert set(seen[0]) == set(METRIC_COLUMNS)
+    first, last = result.initial["test_loss"], result.history[-1]["test_loss"]
+    assert first > 1.5  # hanging poles: 1 − cos θ ≈ 2
+    assert last < first / 10, (first, last)
+    # metrics are what they claim to be
+    rows = result.history
+    assert all(-1 <= r["cosine_mr"] <= 1 for r in rows)
+    assert all(r["update_sq_norm"] > 0 and r["seconds"] > 0 for r in rows)
+    trained = sb.rollout_loss(result.policy, task.problem, test_x)
+    np.testing.assert_allclose(float(trained), last, rtol=1e-6)
+
+
+def test_same_seed_same_numbers(one_pole):
+    task, policy, train_x, test_x = one_pole
+    runs = [
+        sb.train(policy, task.problem, train_x[:64], test_x[:32], flow=sb.C(), optimizer=sb.make_optimizer("norm"), epochs=2).history
+        for _ in range(2)
+    ]
+    strip = [[{k: v for k, v in r.items() if k != "seconds"} for r in h] for h in runs]
+    assert strip[0] == strip[1]
+
+
+def test_single_flows_log_no_cosine(one_pole):
+    task, policy, train_x, test_x = one_pole
+    result = sb.train(policy, task.problem, train_x[:16], test_x[:16], flow=sb.R(), optimizer=sb.make_optimizer("none"), epochs=1)
+    assert math.isnan(result.history[0]["cosine_mr"])
+
+
+def test_nan_guard_names_the_epoch():
+    # the loss is finite for the first updates, then the parameter crosses 0 and sqrt goes NaN
+    problem = sb.ControlProblem(step=lambda x, c: x + c, n_steps=2, final_loss=lambda x: jnp.mean(jnp.sqrt(x)))
+    policy = sb.FunctionPolicy(lambda p, x: p * jnp.ones_like(x), jnp.array(0.05))
+    x = jnp.zeros((8,))
+    seen = []
+    with pytest.raises(sb.NonFiniteLossError, match=r"non-finite loss at epoch (\d+).*clip") as info:
+        sb.train(policy, problem, x, x, flow=sb.R(), optimizer=sb.make_optimizer("none", 0.01), epochs=50, batch_size=8, on_epoch=seen.append)
+    err = info.value
+    assert err.epoch > 1 and err.history == seen and len(seen) == err.epoch
+    assert all(math.isfinite(r["test_loss"]) for r in seen[:-1]) and not math.isfinite(seen[-1]["test_loss"])
+
+
+def test_batching():
+    x = {"a": jnp.arange(12.0), "b": jnp.arange(24.0).reshape(12, 2)}
+    b = split_batches(x, 4)
+    assert b["a"].shape == (3, 4) and b["b"].shape == (3, 4, 2)
+    np.testing.assert_array_equal(b["a"][1], [4, 5, 6, 7])  # fixed order, no shuffling
+    with pytest.raises(ValueError, match="batch size 16 is larger than the training set"):
+        batch_count(12, 16)
+    with pytest.raises(ValueError, match="batch size 0 must be a positive integer"):
+        batch_count(12, 0)
+    with pytest.raises(ValueError, match="does not split into batches of 5"):
+        batch_count(12, 5)
+
+
+def test_bad_epochs(one_pole):
+    task, policy, train_x, test_x = one_pole
+    with pytest.raises(ValueError, match="epochs=0; expected a positive integer"):
+        sb.train(policy, task.problem, train_x, test_x, flow=sb.R(), optimizer=sb.make_optimizer(), epochs=0)
