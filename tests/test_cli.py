@@ -194,3 +194,50 @@ def test_compare_trains_every_method_on_the_same_start(capsys, tmp_path):
     # a different comparison into the same folder is refused
     code, _, err = run(capsys, "compare", "cartpole", *SMALL, "--seed", "1", "--out", out)
     assert code == 2 and "already holds a different comparison" in one_line_error(err)
+
+
+@pytest.mark.parametrize(
+    "argv, message",
+    [
+        (["repulsion", "--rc", "-1"], "rc=-1.0; expected rc >= 0"),
+        (["repulsion", "--drivers", "0"], "drivers=0; expected a positive integer"),
+        (["repulsion", "--evaders", "0"], "evaders=0; expected a positive integer"),
+        (["quantum", "--target", "0"], "target=0; expected an eigenstate 1..32"),
+        (["quantum", "--target", "33"], "target=33; expected an eigenstate 1..32"),
+        (["quantum", "--target", "3.5"], "'3.5' is not an integer"),
+        (["quantum", "--poles", "2"], "unrecognized arguments: --poles 2"),
+    ],
+)
+def test_bad_task_options(capsys, tmp_path, argv, message):
+    code, _, err = run(capsys, "train", *argv, "--quiet", "--out", tmp_path / "x")
+    line = one_line_error(err)
+    assert code == 2 and message in line
+    assert not (tmp_path / "x").exists()
+
+
+@pytest.mark.parametrize("task, options", [("repulsion", ["--rc", "0.1", "--evaders", "3"]), ("quantum", ["--target", "4"])])
+def test_train_and_evaluate_other_tasks(capsys, tmp_path, task, options):
+    out = tmp_path / task
+    small = ["--steps", "6", "--epochs", "2", "--n-train", "16", "--n-test", "16", "--quiet"]
+    code, _, _ = run(capsys, "train", task, *options, *small, "--out", out)
+    assert code == 0
+    config = json.loads((out / "config.json").read_text())
+    assert config["task"] == task and config["task_options"]["n_steps"] == 6
+    if task == "repulsion":
+        assert config["task_options"]["rc"] == 0.1 and config["task_options"]["n_evaders"] == 3
+    else:
+        assert config["task_options"]["target"] == 4
+    code, stdout, _ = run(capsys, "evaluate", out)
+    with open(out / "metrics.csv") as f:
+        assert stdout.strip() == f"test loss {list(csv.DictReader(f))[-1]['test_loss']}"
+
+
+@pytest.mark.parametrize("task", ["repulsion", "quantum"])
+def test_compare_other_tasks(capsys, tmp_path, task):
+    out = tmp_path / "cmp"
+    small = ["--steps", "4", "--epochs", "1", "--n-train", "8", "--n-test", "8", "--quiet"]
+    code, stdout, _ = run(capsys, "compare", task, *small, "--methods", "R,C", "--out", out)
+    assert code == 0
+    with open(out / "final_test_loss.csv") as f:
+        assert [r["method"] for r in csv.DictReader(f)] == ["R", "C"]
+    assert json.loads((out / "C" / "config.json").read_text())["task"] == task

@@ -29,12 +29,19 @@ class TaskOption:
     field: str
     type: type
     help: str
+    positive: bool = False
 
 
 TASK_OPTIONS: dict[str, tuple[TaskOption, ...]] = {
-    "cartpole": (TaskOption("--poles", "n_poles", int, "number of poles on the cart (difficulty; paper: 1-4; default 2)"),),
+    "cartpole": (TaskOption("--poles", "n_poles", int, "number of poles on the cart (difficulty; paper: 1-4; default 2)", True),),
+    "repulsion": (
+        TaskOption("--rc", "rc", float, "weight of the control regularizer, >= 0 (difficulty: smaller is harder; paper: 1, 0.1, 0.01, 0.001; default 0.01)"),
+        TaskOption("--drivers", "n_drivers", int, "number of steered drivers (default 2)"),
+        TaskOption("--evaders", "n_evaders", int, "number of fleeing evaders (default 4)"),
+    ),
+    "quantum": (TaskOption("--target", "target", int, "target eigenstate k, 1 = ground state (difficulty; paper: 3, 4, 5; default 3)"),),
 }
-COMMON_TASK_OPTIONS = (TaskOption("--steps", "n_steps", int, "simulator steps per rollout (default: the paper's)"),)
+COMMON_TASK_OPTIONS = (TaskOption("--steps", "n_steps", int, "simulator steps per rollout (default: the paper's)", True),)
 
 
 class _Parser(argparse.ArgumentParser):
@@ -52,6 +59,16 @@ def _positive_int(text: str) -> int:
     if value < 1:
         raise argparse.ArgumentTypeError(f"{value} must be a positive integer")
     return value
+
+
+def _number(kind: type):
+    def parse(text: str):
+        try:
+            return kind(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{text!r} is not {'an integer' if kind is int else 'a number'}") from None
+
+    return parse
 
 
 def _add_training_options(p: argparse.ArgumentParser, *, with_method: bool) -> None:
@@ -77,7 +94,8 @@ def _add_task_parsers(sub, command: str, *, with_method: bool, out_required: boo
     for task, options in TASK_OPTIONS.items():
         p = sub.add_parser(task, help=f"{command} on the {task} task")
         for opt in options + COMMON_TASK_OPTIONS:
-            p.add_argument(opt.flag, dest=opt.field, metavar="N" if opt.type is int else "X", type=_positive_int if opt.type is int else opt.type, default=None, help=opt.help)
+            kind = _positive_int if opt.positive else _number(opt.type)
+            p.add_argument(opt.flag, dest=opt.field, metavar="N" if opt.type is int else "X", type=kind, default=None, help=opt.help)
         _add_training_options(p, with_method=with_method)
         p.add_argument("--out", type=Path, metavar="DIR", required=out_required, default=None, help="output directory")
         if command == "compare":

@@ -7,13 +7,15 @@ flattened (row-major) or convolved. Kernels are stored ``(in, out)`` so that
 
 from __future__ import annotations
 
+import itertools
+import math
 from typing import Any, Callable, Sequence
 
 import equinox as eqx
 import jax
 import jax.numpy as jnp
 
-__all__ = ["glorot_uniform", "Dense", "DenseNet", "FunctionPolicy"]
+__all__ = ["glorot_uniform", "Dense", "DenseNet", "Conv", "FunctionPolicy"]
 
 
 def glorot_uniform(key: jax.Array, shape: Sequence[int], fan_in: int, fan_out: int, dtype=None) -> jax.Array:
@@ -39,12 +41,14 @@ class DenseNet(eqx.Module):
     """A multilayer perceptron on a batch: ``(batch, ...)`` → ``(batch, out_features)``.
 
     The input's trailing axes are flattened row-major. Hidden layers use
-    ``activation`` (tanh by default), the last layer is linear.
+    ``activation`` (tanh by default), the last layer is linear; ``out_shape``
+    reshapes its output to ``(batch, *out_shape)``.
     ``zero_last_kernel=True`` starts the last kernel at zero so that the
     initial output is 0 (**as published** for cart pole and repulsion).
     """
 
     layers: tuple[Dense, ...]
+    out_shape: tuple[int, ...] | None = eqx.field(static=True)
 
     def __init__(
         self,
@@ -56,6 +60,7 @@ class DenseNet(eqx.Module):
         activation: Callable = jnp.tanh,
         zero_last_kernel: bool = False,
         dtype=None,
+        out_shape: Sequence[int] | None = None,
     ):
         dtype = dtype or jnp.result_type(float)
         sizes = [int(in_features), *[int(h) for h in hidden], int(out_features)]
@@ -72,6 +77,11 @@ class DenseNet(eqx.Module):
             )
             layers.append(Dense(kernel, jnp.zeros((b,), dtype), None if last else activation))
         self.layers = tuple(layers)
+        if out_shape is not None:
+            out_shape = tuple(int(s) for s in out_shape)
+            if math.prod(out_shape) != out_features:
+                raise ValueError(f"DenseNet: out_shape {out_shape} does not hold {out_features} outputs")
+        self.out_shape = out_shape
 
     @property
     def in_features(self) -> int:
@@ -85,7 +95,63 @@ class DenseNet(eqx.Module):
             )
         for layer in self.layers:
             h = layer(h)
-        return h
+        return h if self.out_shape is None else jnp.reshape(h, (h.shape[0],) + self.out_shape)
+
+
+class Conv(eqx.Module):
+    """A Keras-like convolution, channels last, ``"valid"`` padding.
+
+    ``kernel`` is ``(*window, in_channels, out_channels)`` (Keras's layout);
+    the input is ``(batch, *spatial, in_channels)``, the output
+    ``(batch, *spatial_out, out_channels)`` with ``spatial_out = (spatial − window) // stride + 1``.
+    """
+
+    kernel: jax.Array
+    bias: jax.Array
+    strides: tuple[int, ...] = eqx.field(static=True)
+    activation: Callable = eqx.field(static=True, default=None)
+
+    def __init__(
+        self,
+        in_channels: int,
+        out_channels: int,
+        window: Sequence[int],
+        strides: Sequence[int],
+        *,
+        key: jax.Array,
+        activation: Callable | None = None,
+        dtype=None,
+    ):
+        dtype = dtype or jnp.result_type(float)
+        window = tuple(int(w) for w in window)
+        receptive = math.prod(window)
+        shape = window + (int(in_channels), int(out_channels))
+        self.kernel = glorot_uniform(key, shape, receptive * in_channels, receptive * out_channels, dtype)
+        self.bias = jnp.zeros((int(out_channels),), dtype)
+        self.strides = tuple(int(s) for s in strides)
+        self.activation = activation
+        if len(self.strides) != len(window):
+            raise ValueError(f"Conv: {len(window)}-D window {window} needs {len(window)} strides; got {self.strides}")
+
+    def __call__(self, x: jax.Array) -> jax.Array:
+        # Patches by strided slicing, then one matrix product: the same numbers as
+        # lax.conv_general_dilated, but fast on CPU inside nested scans, where XLA's
+        # convolution is not.
+        window = self.kernel.shape[:-2]
+        spatial_in = x.shape[1:-1]
+        if len(spatial_in) != len(window):
+            raise ValueError(f"Conv: input {x.shape} needs {len(window)} spatial axes between batch and channels")
+        spatial_out = [(n - w) // s + 1 for n, w, s in zip(spatial_in, window, self.strides)]
+        if min(spatial_out) < 1:
+            raise ValueError(f"Conv: input {x.shape} is smaller than the window {window}")
+        patches = []
+        for offset in itertools.product(*(range(w) for w in window)):
+            index = tuple(slice(o, o + s * (m - 1) + 1, s) for o, s, m in zip(offset, self.strides, spatial_out))
+            patches.append(x[(slice(None),) + index])
+        stacked = jnp.stack(patches, axis=-2)  # (batch, *spatial_out, window elements, in)
+        flat = jnp.reshape(stacked, stacked.shape[:-2] + (-1,))
+        y = flat @ jnp.reshape(self.kernel, (-1, self.kernel.shape[-1])) + self.bias
+        return y if self.activation is None else self.activation(y)
 
 
 class FunctionPolicy(eqx.Module):

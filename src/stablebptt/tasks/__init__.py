@@ -10,13 +10,15 @@ from __future__ import annotations
 import dataclasses
 from typing import Any
 
-from . import cartpole
+from . import cartpole, quantum, repulsion
 from .base import Task, check_shape
 
-__all__ = ["Task", "check_shape", "TASKS", "task_config", "make_task", "cartpole"]
+__all__ = ["Task", "check_shape", "TASKS", "task_config", "make_task", "cartpole", "repulsion", "quantum"]
 
 TASKS: dict[str, tuple[type, Any]] = {
     "cartpole": (cartpole.CartPoleConfig, cartpole.make_task),
+    "repulsion": (repulsion.RepulsionConfig, repulsion.make_task),
+    "quantum": (quantum.QuantumConfig, quantum.make_task),
 }
 
 

@@ -1,0 +1,159 @@
+"""Quantum control: the authors' physics, unitarity, eigenstates, the tridiagonal solve, gradients, learning."""
+
+from __future__ import annotations
+
+import equinox as eqx
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+import stablebptt as sb
+from stablebptt.tasks import quantum
+
+from ..conftest import reference
+
+CONFIG = quantum.QuantumConfig()
+
+
+def test_grid_eigenstates_step_and_rollout_match_reference():
+    ref = reference("quantum_step")
+    assert CONFIG.dt == pytest.approx(float(ref["dt"]))
+    np.testing.assert_allclose(quantum.grid(CONFIG), ref["x_grid"], atol=1e-7)
+    for k in range(1, 5):
+        np.testing.assert_allclose(quantum.eigenstate(CONFIG, k), ref[f"eigenstate_{k}"], atol=2e-7)
+    np.testing.assert_allclose(quantum.step(CONFIG, jnp.asarray(ref["x0"]), jnp.asarray(ref["u"])), ref["x1"], atol=1e-6)
+    x = jnp.asarray(ref["x0"])
+    for n in range(ref["U"].shape[1]):
+        x = quantum.step(CONFIG, x, jnp.asarray(ref["U"][:, n]))
+        np.testing.assert_allclose(x, ref["rollout"][:, n + 1], atol=3e-6)
+
+
+def test_norm_is_kept_over_128_steps_with_random_controls():
+    x = quantum.sample_initial_states(CONFIG, jax.random.key(0), 16)
+    np.testing.assert_allclose(jnp.sum(x**2, axis=(1, 2)), 1.0, atol=1e-6)
+    controls = 10 * jax.random.normal(jax.random.key(1), (128, 16))
+    for t in range(128):
+        x = quantum.step(CONFIG, x, controls[t])
+        # float32 rounding: a few ulps per step
+        assert float(jnp.max(jnp.abs(jnp.sum(x**2, axis=(1, 2)) - 1))) < 2e-5
+    # the controls did something: the state is far from where it started
+    assert float(jnp.mean(quantum.infidelity(quantum.QuantumConfig(target=1), x))) > 0.1
+
+
+def all_eigenstates():
+    return jnp.stack([quantum.eigenstate(CONFIG, k) for k in range(1, CONFIG.n_points + 1)])
+
+
+def test_eigenstates_are_orthonormal():
+    phis = all_eigenstates()
+    np.testing.assert_allclose(phis @ phis.T, np.eye(CONFIG.n_points), atol=1e-6)
+
+
+def test_zero_control_keeps_every_eigenstate_up_to_phase():
+    phis = all_eigenstates()
+    x = jnp.stack([phis, jnp.zeros_like(phis)], axis=-1)
+    for _ in range(128):
+        x = quantum.step(CONFIG, x, jnp.zeros(CONFIG.n_points))
+    overlap = (x[..., 0] * phis).sum(1) ** 2 + (x[..., 1] * phis).sum(1) ** 2
+    np.testing.assert_allclose(overlap, 1.0, atol=1e-4)
+    # ... with a phase that does turn: the imaginary part is not zero any more
+    assert float(jnp.max(jnp.abs(x[..., 1]))) > 0.1
+
+
+def test_step_equals_a_dense_crank_nicolson_solve(x64):
+    rng = np.random.default_rng(0)
+    psi = rng.normal(size=(4, 32)) + 1j * rng.normal(size=(4, 32))
+    c = rng.normal(size=4) * 3
+    dx, dt = CONFIG.dx, CONFIG.dt
+    x = np.arange(1, 33) * dx
+    got = quantum.step(CONFIG, jnp.asarray(np.stack([psi.real, psi.imag], -1)), jnp.asarray(c))
+    for b in range(4):
+        lap = (np.diag(np.full(32, 2.0)) - np.diag(np.ones(31), 1) - np.diag(np.ones(31), -1)) / dx**2
+        h = lap + np.diag(c[b] * x)
+        want = np.linalg.solve(np.eye(32) + 0.5j * dt * h, (np.eye(32) - 0.5j * dt * h) @ psi[b])
+        np.testing.assert_allclose(np.asarray(got[b, :, 0]) + 1j * np.asarray(got[b, :, 1]), want, rtol=1e-12, atol=1e-12)
+
+
+def loss_from_eigenstate(target: int, start: int, dtype) -> float:
+    config = quantum.QuantumConfig(target=target)
+    task = quantum.make_task(config)
+    phi = quantum.eigenstate(config, start, dtype)
+    x0 = jnp.stack([phi, jnp.zeros_like(phi)], axis=-1)[None].repeat(2, axis=0)
+    policy = sb.FunctionPolicy(lambda p, x: p * jnp.zeros((x.shape[0], 1), x.dtype), jnp.zeros((), dtype))
+    return float(sb.rollout_loss(policy, task.problem, x0))
+
+
+@pytest.mark.parametrize("target", [1, 3, 5])
+def test_loss_is_zero_at_the_target_without_control(target, x64):
+    assert loss_from_eigenstate(target, target, jnp.float64) < 1e-10
+    # away from the target the infidelity is 1 at each of the 128 steps
+    np.testing.assert_allclose(loss_from_eigenstate(target, target % 5 + 1, jnp.float64), 128.0, rtol=1e-10)
+
+
+def test_loss_at_the_target_in_float32_is_rounding():
+    assert loss_from_eigenstate(4, 4, jnp.float32) / 128 < 5e-5
+
+
+def test_sampler_superposes_the_two_lowest_states():
+    x = quantum.sample_initial_states(CONFIG, jax.random.key(3), 512)
+    phis = all_eigenstates()
+    weights = jnp.einsum("bjc,kj->bkc", x, phis)
+    power = jnp.sum(weights**2, axis=-1)  # (batch, k)
+    np.testing.assert_allclose(power[:, 0] + power[:, 1], 1.0, atol=1e-5)
+    assert float(jnp.max(power[:, 2:])) < 1e-10
+    phase = jnp.arctan2(weights[:, 0, 1], weights[:, 0, 0])
+    assert float(jnp.std(phase)) > 1.5  # uniform on the circle: std π/√3 ≈ 1.81
+
+
+def test_controller_layout():
+    net = quantum.make_policy(CONFIG, jax.random.key(0))
+    assert net.conv2d.kernel.shape == (3, 2, 1, 60) and net.conv1d.kernel.shape == (3, 60, 60)
+    assert net.dense.kernel.shape == (7 * 60, 1)
+    x = quantum.sample_initial_states(CONFIG, jax.random.key(1), 5)
+    assert net(x).shape == (5, 1)
+    assert float(jnp.max(jnp.abs(net(x)))) > 0  # the last layer is not zero for this task
+
+
+def test_regular_gradient_matches_finite_differences(x64):
+    config = quantum.QuantumConfig(target=1, n_steps=8, horizon=0.5)
+    task = quantum.make_task(config)
+    net = quantum.make_policy(config, jax.random.key(1), jnp.float64)
+    x0 = quantum.sample_initial_states(config, jax.random.key(2), 3, jnp.float64)
+    params, static = eqx.partition(net, eqx.is_inexact_array)
+    _, update, _ = sb.value_and_update(sb.R(), net, task.problem, x0)
+    rng = np.random.default_rng(0)
+    for _ in range(3):
+        direction = jax.tree.map(lambda a: jnp.asarray(rng.normal(size=a.shape)), params)
+        eps = 2e-5  # truncation O(eps²) and rounding O(1e-16/eps) both well below 1e-6
+        plus = sb.rollout_loss(eqx.combine(jax.tree.map(lambda a, d: a + eps * d, params, direction), static), task.problem, x0)
+        minus = sb.rollout_loss(eqx.combine(jax.tree.map(lambda a, d: a - eps * d, params, direction), static), task.problem, x0)
+        analytic = sum(jnp.vdot(u, d) for u, d in zip(jax.tree.leaves(update), jax.tree.leaves(direction)))
+        assert abs(float(analytic)) > 1e-3
+        np.testing.assert_allclose(float(analytic), float((plus - minus) / (2 * eps)), rtol=1e-6)
+
+
+def test_combined_update_learns_target_3():
+    task = quantum.make_task(quantum.QuantumConfig(target=3))
+    k_train, k_test, k_init = jax.random.split(jax.random.key(42), 3)
+    result = sb.train(
+        task.make_policy(k_init), task.problem, task.sample_initial_states(k_train, 64), task.sample_initial_states(k_test, 64),
+        flow=sb.C(), optimizer=sb.make_optimizer("none"), epochs=15,
+    )  # fmt: skip
+    steps = task.config.n_steps
+    fidelity_before = 1 - result.initial["test_loss"] / steps
+    fidelity_after = 1 - result.history[-1]["test_loss"] / steps
+    assert fidelity_before < 0.01  # the start has no overlap with φ_3
+    assert fidelity_after > 0.25, fidelity_after  # mean fidelity over the 128 steps
+
+
+def test_bad_settings_and_shapes():
+    for target in (0, 33, -2):
+        with pytest.raises(ValueError, match=rf"target={target}; expected an eigenstate 1..32"):
+            quantum.QuantumConfig(target=target)
+    with pytest.raises(ValueError, match=r"quantum state has shape \(4, 31, 2\); expected \(batch, 32, 2\)"):
+        quantum.step(CONFIG, jnp.zeros((4, 31, 2)), jnp.zeros(4))
+    with pytest.raises(ValueError, match=r"quantum state has shape \(4, 32\)"):
+        quantum.step(CONFIG, jnp.zeros((4, 32)), jnp.zeros(4))
+    with pytest.raises(ValueError, match=r"quantum control has shape \(4, 2\); expected \(4,\) or \(4, 1\)"):
+        quantum.step(CONFIG, jnp.zeros((4, 32, 2)), jnp.zeros((4, 2)))
