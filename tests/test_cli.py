@@ -122,6 +122,11 @@ def test_non_finite_loss_stops_keeps_metrics_and_fails(capsys, tmp_path):
         rows = list(csv.DictReader(f))
     assert len(rows) == 1 and rows[0]["test_loss"] == "nan"
     assert json.loads((out / "summary.json").read_text())["status"] == "diverged"
+    # the same command again reports the same divergence and keeps the files
+    before = snapshot(out)
+    code, _, err = run(capsys, "train", "cartpole", *SMALL, "--method", "R", "--lr", "1e30", "--out", out)
+    assert code == 3 and "non-finite loss at epoch 1" in one_line_error(err)
+    assert snapshot(out) == before
 
 
 @pytest.mark.parametrize(
@@ -241,3 +246,23 @@ def test_compare_other_tasks(capsys, tmp_path, task):
     with open(out / "final_test_loss.csv") as f:
         assert [r["method"] for r in csv.DictReader(f)] == ["R", "C"]
     assert json.loads((out / "C" / "config.json").read_text())["task"] == task
+
+
+def test_x64_end_to_end(capsys, tmp_path, x64):
+    import equinox as eqx
+    import jax
+    import jax.numpy as jnp
+
+    from stablebptt.experiments import load_run
+
+    out = tmp_path / "f64"
+    code, _, _ = run(capsys, "train", "cartpole", *SMALL, "--x64", "--out", out)
+    assert code == 0
+    assert json.loads((out / "config.json").read_text())["dtype"] == "float64"
+    setup, policy, history = load_run(out)
+    leaves = jax.tree.leaves(eqx.filter(policy, eqx.is_inexact_array))
+    assert leaves and all(a.dtype == jnp.float64 for a in leaves)
+    assert setup.train_x.dtype == jnp.float64
+    jax.config.update("jax_enable_x64", False)  # evaluate turns it on by itself for a float64 run
+    code, stdout, _ = run(capsys, "evaluate", out)
+    assert stdout.strip() == f"test loss {history[-1]['test_loss']!r}"

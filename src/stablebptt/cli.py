@@ -157,6 +157,10 @@ def _run(args) -> int:
     from .training import NonFiniteLossError
 
     if args.command == "evaluate":
+        from .experiments.rundir import read_config
+
+        if Path(args.run_dir).is_dir() and read_config(args.run_dir).dtype == "float64":
+            jax.config.update("jax_enable_x64", True)
         result = evaluate_run(args.run_dir)
         print(f"test loss {result['test_loss']!r}")
         return 0

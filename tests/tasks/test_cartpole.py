@@ -77,8 +77,7 @@ def test_regular_gradient_matches_finite_differences(x64):
 
     params, static = eqx.partition(net, eqx.is_inexact_array)
 
-    def loss(p):
-        return sb.rollout_loss(eqx.combine(p, static), task.problem, x0)
+    loss = jax.jit(lambda p: sb.rollout_loss(eqx.combine(p, static), task.problem, x0))
 
     _, update, _ = sb.value_and_update(sb.R(), net, task.problem, x0)
     rng = np.random.default_rng(0)

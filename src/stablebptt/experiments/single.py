@@ -89,8 +89,11 @@ def train_run(
     out = Path(out)
     state = rundir.existing_run_state(out, config, overwrite)
     if state == "same":
+        history, summary = rundir.read_metrics(out / rundir.METRICS), rundir.read_summary(out)
+        if summary.get("status") == "diverged":  # the same numbers again: report it the same way
+            raise NonFiniteLossError(summary["diverged_at_epoch"], history)
         say(f"{out} already holds this finished run; nothing to do (pass --overwrite to train it again)")
-        return RunOutcome("skipped", out, rundir.read_metrics(out / rundir.METRICS), rundir.read_summary(out))
+        return RunOutcome("skipped", out, history, summary)
 
     setup = build(config)
     partial = rundir.partial_path(out)
