@@ -21,3 +21,23 @@ def with_reference_weights(net, ref: dict, prefix: str = "w0_"):
 def max_rel_err(got, want) -> float:
     got, want = np.asarray(got, np.float64), np.asarray(want, np.float64)
     return float(np.max(np.abs(got - want)) / max(np.max(np.abs(want)), 1e-30))
+
+
+def assert_regular_gradient_matches_finite_differences(policy, problem, x0, *, eps: float, n_directions: int = 3, rtol: float = 1e-6):
+    """R's update against central differences of the loss along random directions (use float64)."""
+    import equinox as eqx
+    import jax
+
+    import stablebptt as sb
+
+    params, static = eqx.partition(policy, eqx.is_inexact_array)
+    _, update, _ = sb.value_and_update(sb.R(), policy, problem, x0)
+    loss = jax.jit(lambda p: sb.rollout_loss(eqx.combine(p, static), problem, x0))
+    rng = np.random.default_rng(0)
+    for _ in range(n_directions):
+        direction = jax.tree.map(lambda a: jnp.asarray(rng.normal(size=a.shape), a.dtype), params)
+        plus = loss(jax.tree.map(lambda a, d: a + eps * d, params, direction))
+        minus = loss(jax.tree.map(lambda a, d: a - eps * d, params, direction))
+        analytic = sum(jnp.vdot(u, d) for u, d in zip(jax.tree.leaves(update), jax.tree.leaves(direction)))
+        assert abs(float(analytic)) > 1e-3  # a direction the loss really changes along
+        np.testing.assert_allclose(float(analytic), float((plus - minus) / (2 * eps)), rtol=rtol)

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import equinox as eqx
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -12,6 +11,7 @@ import stablebptt as sb
 from stablebptt.tasks import quantum
 
 from ..conftest import reference
+from ..helpers import assert_regular_gradient_matches_finite_differences
 
 CONFIG = quantum.QuantumConfig()
 
@@ -120,18 +120,9 @@ def test_regular_gradient_matches_finite_differences(x64):
     task = quantum.make_task(config)
     net = quantum.make_policy(config, jax.random.key(1), jnp.float64)
     x0 = quantum.sample_initial_states(config, jax.random.key(2), 3, jnp.float64)
-    params, static = eqx.partition(net, eqx.is_inexact_array)
-    _, update, _ = sb.value_and_update(sb.R(), net, task.problem, x0)
-    loss = jax.jit(lambda p: sb.rollout_loss(eqx.combine(p, static), task.problem, x0))
-    rng = np.random.default_rng(0)
-    for _ in range(3):
-        direction = jax.tree.map(lambda a: jnp.asarray(rng.normal(size=a.shape)), params)
-        eps = 2e-5  # truncation O(eps²) and rounding O(1e-16/eps) both well below 1e-6
-        plus = loss(jax.tree.map(lambda a, d: a + eps * d, params, direction))
-        minus = loss(jax.tree.map(lambda a, d: a - eps * d, params, direction))
-        analytic = sum(jnp.vdot(u, d) for u, d in zip(jax.tree.leaves(update), jax.tree.leaves(direction)))
-        assert abs(float(analytic)) > 1e-3
-        np.testing.assert_allclose(float(analytic), float((plus - minus) / (2 * eps)), rtol=1e-6)
+    # truncation O(eps²) and rounding O(1e-16/eps) both well below 1e-6
+    assert_regular_gradient_matches_finite_differences(net, task.problem, x0, eps=2e-5)
+
 
 
 def test_combined_update_learns_target_3():

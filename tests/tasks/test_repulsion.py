@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import dataclasses
 
-import equinox as eqx
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -14,6 +13,7 @@ import stablebptt as sb
 from stablebptt.tasks import repulsion
 
 from ..conftest import reference
+from ..helpers import assert_regular_gradient_matches_finite_differences
 
 CONFIG = repulsion.RepulsionConfig()
 
@@ -136,17 +136,8 @@ def test_regular_gradient_matches_finite_differences(x64):
     task = repulsion.make_task(config)
     net = sb.DenseNet(24, 4, (16, 16), key=jax.random.key(1), dtype=jnp.float64, out_shape=(2, 2))
     x0 = repulsion.sample_initial_states(config, jax.random.key(2), 4, jnp.float64)
-    params, static = eqx.partition(net, eqx.is_inexact_array)
-    _, update, _ = sb.value_and_update(sb.R(), net, task.problem, x0)
-    loss = jax.jit(lambda p: sb.rollout_loss(eqx.combine(p, static), task.problem, x0))
-    rng = np.random.default_rng(0)
-    for _ in range(3):
-        direction = jax.tree.map(lambda a: jnp.asarray(rng.normal(size=a.shape)), params)
-        eps = 1e-6
-        plus = loss(jax.tree.map(lambda a, d: a + eps * d, params, direction))
-        minus = loss(jax.tree.map(lambda a, d: a - eps * d, params, direction))
-        analytic = sum(jnp.vdot(u, d) for u, d in zip(jax.tree.leaves(update), jax.tree.leaves(direction)))
-        np.testing.assert_allclose(float(analytic), float((plus - minus) / (2 * eps)), rtol=1e-6)
+    assert_regular_gradient_matches_finite_differences(net, task.problem, x0, eps=1e-6)
+
 
 
 def test_combined_update_learns():

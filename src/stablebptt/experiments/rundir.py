@@ -20,7 +20,6 @@ import shutil
 from pathlib import Path
 from typing import Any, Iterable
 
-from ..atomic import atomic_write_bytes, atomic_write_text
 from ..training import METRIC_COLUMNS
 from .config import RunConfig
 

@@ -3,13 +3,15 @@
 from __future__ import annotations
 
 import dataclasses
+import functools
+import math
 from typing import Any, Callable
 
 import jax
 
 from ..problem import ControlProblem
 
-__all__ = ["Task", "check_shape"]
+__all__ = ["Task", "bind_task", "check_config", "check_shape"]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -32,6 +34,25 @@ class Task:
     make_policy: Callable[[jax.Array, Any], Any]
 
 
+def bind_task(
+    name: str,
+    config: Any,
+    *,
+    step: Callable,
+    sample_initial_states: Callable,
+    make_policy: Callable,
+    step_loss: Callable | None = None,
+    final_loss: Callable | None = None,
+) -> Task:
+    """A :class:`Task` from a task module's functions, each taking ``config`` first.
+
+    ``final_loss`` takes the state only.
+    """
+    bind = lambda f: None if f is None else functools.partial(f, config)  # noqa: E731
+    problem = ControlProblem(step=bind(step), n_steps=config.n_steps, step_loss=bind(step_loss), final_loss=final_loss)
+    return Task(name, config, problem, bind(sample_initial_states), bind(make_policy))
+
+
 def check_shape(what: str, array: Any, expected: tuple, layout: str) -> None:
     """Raise a one-line ValueError unless ``array.shape`` matches ``expected`` (None = any size)."""
     shape = tuple(getattr(array, "shape", ()))
@@ -39,3 +60,28 @@ def check_shape(what: str, array: Any, expected: tuple, layout: str) -> None:
     if not ok:
         want = "(" + ", ".join("batch" if (e is None and i == 0) else ("*" if e is None else str(e)) for i, e in enumerate(expected)) + ")"
         raise ValueError(f"{what} has shape {shape}; expected {want} = {layout}")
+
+
+def check_config(
+    task: str,
+    config: Any,
+    *,
+    positive_ints: tuple[str, ...] = (),
+    positive: tuple[str, ...] = (),
+    finite: tuple[str, ...] = (),
+    flags: dict[str, str] | None = None,
+) -> None:
+    """One-line ValueErrors for fields that must be positive integers, positive or finite numbers.
+
+    ``flags`` names fields as the command line spells them (``n_poles`` → ``poles``).
+    """
+    flags = flags or {}
+    for name in positive_ints:
+        v = getattr(config, name)
+        if isinstance(v, bool) or not isinstance(v, int) or v < 1:
+            raise ValueError(f"{task}: {flags.get(name, name)}={v!r}; expected a positive integer")
+    for name in positive + finite:
+        v = getattr(config, name)
+        if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v) or (name in positive and v <= 0):
+            kind = "a positive number" if name in positive else "a finite number"
+            raise ValueError(f"{task}: {flags.get(name, name)}={v!r}; expected {kind}")

@@ -8,15 +8,12 @@ The control is one horizontal force ``f`` [N] per sample.
 from __future__ import annotations
 
 import dataclasses
-import functools
-import math
 
 import jax
 import jax.numpy as jnp
 
 from ..networks import DenseNet
-from ..problem import ControlProblem
-from .base import Task, check_shape
+from .base import Task, bind_task, check_config, check_shape
 
 __all__ = ["CartPoleConfig", "step", "loss", "sample_initial_states", "make_policy", "make_task"]
 
@@ -38,17 +35,14 @@ class CartPoleConfig:
     n_steps: int = 100
 
     def __post_init__(self):
-        if isinstance(self.n_poles, bool) or not isinstance(self.n_poles, int) or self.n_poles < 1:
-            raise ValueError(f"cartpole: poles={self.n_poles!r}; expected a positive integer (the paper uses 1-4)")
-        if isinstance(self.n_steps, bool) or not isinstance(self.n_steps, int) or self.n_steps < 1:
-            raise ValueError(f"cartpole: n_steps={self.n_steps!r}; expected a positive integer")
-        for name in ("gravity", "pole_mass", "total_mass", "pole_length", "horizon"):
-            v = getattr(self, name)
-            if not (isinstance(v, (int, float)) and math.isfinite(v)):
-                raise ValueError(f"cartpole: {name}={v!r}; expected a finite number")
-        for name in ("pole_mass", "total_mass", "pole_length", "horizon"):
-            if getattr(self, name) <= 0:
-                raise ValueError(f"cartpole: {name}={getattr(self, name)!r}; expected a positive number")
+        check_config(
+            "cartpole",
+            self,
+            positive_ints=("n_poles", "n_steps"),
+            positive=("pole_mass", "total_mass", "pole_length", "horizon"),
+            finite=("gravity",),
+            flags={"n_poles": "poles"},
+        )
 
     @property
     def dt(self) -> float:
@@ -112,15 +106,11 @@ def make_policy(config: CartPoleConfig, key: jax.Array, dtype=None) -> DenseNet:
 
 
 def make_task(config: CartPoleConfig) -> Task:
-    problem = ControlProblem(
-        step=functools.partial(step, config),
-        n_steps=config.n_steps,
+    return bind_task(
+        "cartpole",
+        config,
+        step=step,
+        sample_initial_states=sample_initial_states,
+        make_policy=make_policy,
         final_loss=loss,
-    )
-    return Task(
-        name="cartpole",
-        config=config,
-        problem=problem,
-        sample_initial_states=functools.partial(sample_initial_states, config),
-        make_policy=functools.partial(make_policy, config),
     )

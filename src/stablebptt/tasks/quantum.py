@@ -14,8 +14,6 @@ figures call target states 2, 3, 4: they count the ground state as 0).
 from __future__ import annotations
 
 import dataclasses
-import functools
-import math
 
 import equinox as eqx
 import jax
@@ -24,8 +22,7 @@ import numpy as np
 from jax.lax.linalg import tridiagonal_solve
 
 from ..networks import Conv, Dense, glorot_uniform
-from ..problem import ControlProblem
-from .base import Task, check_shape
+from .base import Task, bind_task, check_config, check_shape
 
 __all__ = [
     "QuantumConfig",
@@ -57,10 +54,7 @@ class QuantumConfig:
     n_steps: int = 128
 
     def __post_init__(self):
-        for name in ("n_points", "n_steps"):
-            v = getattr(self, name)
-            if isinstance(v, bool) or not isinstance(v, int) or v < 1:
-                raise ValueError(f"quantum: {name}={v!r}; expected a positive integer")
+        check_config("quantum", self, positive_ints=("n_points", "n_steps"), positive=("length", "horizon"))
         if self.n_points < 7:
             raise ValueError(f"quantum: n_points={self.n_points}; the controller's convolutions need at least 7 grid points")
         t = self.target
@@ -69,10 +63,6 @@ class QuantumConfig:
                 f"quantum: target={t!r}; expected an eigenstate 1..{self.n_points} "
                 f"(1 is the ground state; a {self.n_points}-point grid resolves {self.n_points} states)"
             )
-        for name in ("length", "horizon"):
-            v = getattr(self, name)
-            if not (isinstance(v, (int, float)) and math.isfinite(v) and v > 0):
-                raise ValueError(f"quantum: {name}={v!r}; expected a positive number")
 
     @property
     def dx(self) -> float:
@@ -203,15 +193,11 @@ def make_policy(config: QuantumConfig, key: jax.Array, dtype=None) -> QuantumCon
 
 
 def make_task(config: QuantumConfig) -> Task:
-    problem = ControlProblem(
-        step=functools.partial(step, config),
-        n_steps=config.n_steps,
-        step_loss=functools.partial(step_loss, config),
-    )
-    return Task(
-        name="quantum",
-        config=config,
-        problem=problem,
-        sample_initial_states=functools.partial(sample_initial_states, config),
-        make_policy=functools.partial(make_policy, config),
+    return bind_task(
+        "quantum",
+        config,
+        step=step,
+        sample_initial_states=sample_initial_states,
+        make_policy=make_policy,
+        step_loss=step_loss,
     )

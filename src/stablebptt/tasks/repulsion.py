@@ -10,15 +10,12 @@ of its control force ``a·r + b·perp(r)``.
 from __future__ import annotations
 
 import dataclasses
-import functools
-import math
 
 import jax
 import jax.numpy as jnp
 
 from ..networks import DenseNet
-from ..problem import ControlProblem
-from .base import Task, check_shape
+from .base import Task, bind_task, check_config, check_shape
 
 __all__ = ["RepulsionConfig", "step", "step_loss", "sample_initial_states", "make_policy", "make_task"]
 
@@ -48,19 +45,16 @@ class RepulsionConfig:
     pair_range: float = 0.5
 
     def __post_init__(self):
-        for name in ("n_drivers", "n_evaders", "n_steps"):
-            v = getattr(self, name)
-            if isinstance(v, bool) or not isinstance(v, int) or v < 1:
-                flag = {"n_drivers": "drivers", "n_evaders": "evaders", "n_steps": "n_steps"}[name]
-                raise ValueError(f"repulsion: {flag}={v!r}; expected a positive integer")
-        for f in dataclasses.fields(self):
-            v = getattr(self, f.name)
-            if f.type in ("float", float) and not (isinstance(v, (int, float)) and math.isfinite(v)):
-                raise ValueError(f"repulsion: {f.name}={v!r}; expected a finite number")
+        check_config(
+            "repulsion",
+            self,
+            positive_ints=("n_drivers", "n_evaders", "n_steps"),
+            positive=("horizon", "distance_offset"),
+            finite=("rc", "driver_spread", "driver_friction", "evader_flee", "evader_pair", "evader_friction", "pair_range"),
+            flags={"n_drivers": "drivers", "n_evaders": "evaders"},
+        )
         if self.rc < 0:
             raise ValueError(f"repulsion: rc={self.rc!r}; expected rc >= 0 (the paper uses 1, 0.1, 0.01, 0.001)")
-        if self.horizon <= 0 or self.distance_offset <= 0:
-            raise ValueError("repulsion: horizon and distance_offset must be positive")
 
     @property
     def dt(self) -> float:
@@ -190,15 +184,11 @@ def make_policy(config: RepulsionConfig, key: jax.Array, dtype=None) -> DenseNet
 
 
 def make_task(config: RepulsionConfig) -> Task:
-    problem = ControlProblem(
-        step=functools.partial(step, config),
-        n_steps=config.n_steps,
-        step_loss=functools.partial(step_loss, config),
-    )
-    return Task(
-        name="repulsion",
-        config=config,
-        problem=problem,
-        sample_initial_states=functools.partial(sample_initial_states, config),
-        make_policy=functools.partial(make_policy, config),
+    return bind_task(
+        "repulsion",
+        config,
+        step=step,
+        sample_initial_states=sample_initial_states,
+        make_policy=make_policy,
+        step_loss=step_loss,
     )
