@@ -266,3 +266,49 @@ def test_x64_end_to_end(capsys, tmp_path, x64):
     jax.config.update("jax_enable_x64", False)  # evaluate turns it on by itself for a float64 run
     code, stdout, _ = run(capsys, "evaluate", out)
     assert stdout.strip() == f"test loss {history[-1]['test_loss']!r}"
+
+
+@pytest.mark.parametrize(
+    "argv, message",
+    [
+        (["reproduce", "pendulum"], "invalid choice: 'pendulum'"),
+        (["reproduce", "cartpole", "--preset", "fast"], "invalid choice: 'fast'"),
+        (["reproduce", "cartpole", "--seeds", "0"], "0 must be a positive integer"),
+        (["reproduce", "toy", "--seeds", "2"], "reproduce toy takes no --seeds"),
+    ],
+)
+def test_bad_reproduce_arguments(capsys, tmp_path, argv, message):
+    code, _, err = run(capsys, *argv, "--out", tmp_path / "x")
+    assert code == 2 and message in one_line_error(err)
+    assert not (tmp_path / "x").exists()
+
+
+def test_reproduce_refuses_a_folder_with_another_sweep(capsys, tmp_path):
+    from stablebptt.experiments.sweep import SweepSpec
+
+    (tmp_path / "sweep.json").write_text(json.dumps(SweepSpec.from_preset("cartpole", epochs=3).to_dict()))
+    code, _, err = run(capsys, "reproduce", "cartpole", "--out", tmp_path, "--quiet")
+    line = one_line_error(err)
+    assert code == 2 and "holds a sweep with different settings: epochs (3 vs 50)" in line
+    assert [p.name for p in tmp_path.iterdir()] == ["sweep.json"]
+
+
+def test_reproduce_toy(capsys, tmp_path):
+    code, out, _ = run(capsys, "reproduce", "toy", "--out", tmp_path)
+    assert code == 0
+    finals = {line.split()[3]: float(line.split()[-1]) for line in out.splitlines() if line.startswith("Adam on the")}
+    assert set(finals) == {"gradient", "rotated", "combined"}
+    assert finals["gradient"] < finals["combined"] < finals["rotated"]
+    assert {p.name for p in tmp_path.iterdir()} == {"figure1_fields.png", "figure2_adam.png"}
+
+
+def test_animate(trained, capsys, tmp_path):
+    from PIL import Image
+
+    gif = tmp_path / "run.gif"
+    code, out, _ = run(capsys, "animate", trained, "--out", gif, "--sample", "3")
+    assert code == 0 and out.strip() == f"wrote {gif} (21 frames)"  # 20 steps
+    with Image.open(gif) as image:
+        assert image.n_frames == 21
+    code, _, err = run(capsys, "animate", trained, "--sample", "16", "--out", gif)
+    assert code == 2 and "sample 16 is not a test state of this run; choose 0..15" in one_line_error(err)

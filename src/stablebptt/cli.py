@@ -115,6 +115,22 @@ def build_parser() -> argparse.ArgumentParser:
 
     evaluate = commands.add_parser("evaluate", help="reload a trained controller and print its test loss")
     evaluate.add_argument("run_dir", type=Path, metavar="DIR", help="the --out of a finished 'stablebptt train'")
+
+    reproduce = commands.add_parser("reproduce", help="reproduce a figure of the paper: the toy examples or an experiment's whole sweep")
+    reproduce.add_argument("experiment", choices=("toy", "cartpole", "repulsion", "quantum"), metavar="EXPERIMENT", help="toy, cartpole, repulsion or quantum")
+    reproduce.add_argument("--out", type=Path, metavar="DIR", required=True, help="output directory (a sweep continues where it stopped)")
+    reproduce.add_argument("--preset", choices=("quick", "paper"), default=None, help="quick (default: about ten minutes on 2 CPU cores) or paper (the paper's protocol)")
+    reproduce.add_argument("--epochs", type=_positive_int, metavar="N", default=None, help="epochs per run (default: the preset's)")
+    reproduce.add_argument("--seeds", type=_positive_int, metavar="K", default=None, help="seeds per setting (default: the preset's)")
+    reproduce.add_argument("--one-by-one", action="store_true", help="train runs one after another instead of batched (for timing)")
+    reproduce.add_argument("--x64", action="store_true", help="compute in float64")
+    reproduce.add_argument("--quiet", action="store_true", help="no progress bar")
+
+    animate = commands.add_parser("animate", help="animate a trained controller (GIF)")
+    animate.add_argument("run_dir", type=Path, metavar="DIR", help="a finished run directory")
+    animate.add_argument("--out", type=Path, metavar="FILE", default=None, help="GIF to write (default DIR/animation.gif)")
+    animate.add_argument("--sample", type=int, metavar="I", default=0, help="which test state to start from (default 0)")
+    animate.add_argument("--fps", type=_positive_int, metavar="N", default=20, help="frames per second (default 20)")
     return parser
 
 
@@ -148,6 +164,38 @@ def _default_out(config) -> Path:
     return Path("runs") / f"{config.task}-{tag}-{config.method}-{config.clip}-seed{config.seed}"
 
 
+def _enable_x64_for(run_dir: Path) -> None:
+    import jax
+
+    from .experiments.rundir import read_config
+
+    if Path(run_dir).is_dir() and read_config(run_dir).dtype == "float64":
+        jax.config.update("jax_enable_x64", True)
+
+
+def _reproduce(args) -> int:
+    import time
+
+    from .experiments import report, sweep, toy
+
+    if args.experiment == "toy":
+        given = [flag for flag, value in (("--preset", args.preset), ("--epochs", args.epochs), ("--seeds", args.seeds)) if value is not None]
+        if given:
+            raise ValueError(f"reproduce toy takes no {given[0]}: it has no training runs to size")
+        toy.reproduce_toy(args.out)
+        print(f"figures in {args.out}")
+        return 0
+    spec = sweep.SweepSpec.from_preset(
+        args.experiment, args.preset or "quick", epochs=args.epochs, seeds=args.seeds, dtype="float64" if args.x64 else "float32"
+    )
+    start = time.perf_counter()
+    sweep.run_sweep(spec, args.out, batched=not args.one_by_one, progress=not args.quiet)
+    rows = report.write_report(spec, args.out)
+    print(report.table_markdown(spec, rows), end="")
+    print(f"sweep time {time.perf_counter() - start:.1f} s; table, figure and runs in {args.out}")
+    return 0
+
+
 def _run(args) -> int:
     import jax
 
@@ -156,11 +204,17 @@ def _run(args) -> int:
     from .experiments import compare, evaluate_run, format_table, train_run
     from .training import NonFiniteLossError
 
-    if args.command == "evaluate":
-        from .experiments.rundir import read_config
+    if args.command == "reproduce":
+        return _reproduce(args)
+    if args.command == "animate":
+        from .experiments.animate import animate_run
 
-        if Path(args.run_dir).is_dir() and read_config(args.run_dir).dtype == "float64":
-            jax.config.update("jax_enable_x64", True)
+        _enable_x64_for(args.run_dir)
+        path, frames = animate_run(args.run_dir, args.out, sample=args.sample, fps=args.fps)
+        print(f"wrote {path} ({frames} frames)")
+        return 0
+    if args.command == "evaluate":
+        _enable_x64_for(args.run_dir)
         result = evaluate_run(args.run_dir)
         print(f"test loss {result['test_loss']!r}")
         return 0

@@ -18,6 +18,8 @@ __all__ = [
     "ScaleByKerasAdamState",
     "scale_by_keras_adam",
     "keras_adam",
+    "CLIP_LIMITS",
+    "clip_limits",
     "clipping",
     "make_optimizer",
     "CLIP_MODES",
@@ -73,15 +75,29 @@ def keras_adam(
     return optax.chain(scale_by_keras_adam(b1, b2, eps), optax.scale_by_learning_rate(learning_rate))
 
 
+CLIP_LIMITS = {"none": (math.inf, math.inf), "value": (1.0, math.inf), "norm": (math.inf, 1.0)}
+"""``(max_delta, max_norm)`` of each clip mode: value clipping to [−1, 1], global-norm clipping to 1."""
+
+
+def clip_limits(mode: str) -> tuple[float, float]:
+    """``(max_delta, max_norm)`` of a clip mode (``inf`` = no limit)."""
+    if mode not in CLIP_LIMITS:
+        raise ValueError(f"unknown clip mode {mode!r}; choose one of {', '.join(CLIP_MODES)}")
+    return CLIP_LIMITS[mode]
+
+
 def clipping(mode: str) -> optax.GradientTransformation:
-    """``"none"``, ``"value"`` (each component to [−1, 1]) or ``"norm"`` (global L2 norm ≤ 1)."""
-    if mode == "none":
-        return optax.identity()
-    if mode == "value":
-        return optax.clip(1.0)
-    if mode == "norm":
-        return optax.clip_by_global_norm(1.0)
-    raise ValueError(f"unknown clip mode {mode!r}; choose one of {', '.join(CLIP_MODES)}")
+    """``"none"``, ``"value"`` (each component to [−1, 1]) or ``"norm"`` (global L2 norm ≤ 1).
+
+    Built from ``optax.clip`` and ``optax.clip_by_global_norm`` with their
+    limits injected into the optimizer state (``inf`` = off), so that runs
+    with different clip modes share one program and can be batched.
+    """
+    max_delta, max_norm = clip_limits(mode)
+    return optax.chain(
+        optax.inject_hyperparams(optax.clip)(max_delta=max_delta),
+        optax.inject_hyperparams(optax.clip_by_global_norm)(max_norm=max_norm),
+    )
 
 
 def make_optimizer(
@@ -96,14 +112,16 @@ def make_optimizer(
     """The paper's optimizer: clipping of the final update, then Adam.
 
     ``adam="keras"`` (default, as published) or ``"optax"`` (``optax.adam``,
-    ε on the bias-corrected ``sqrt(v̂)``).
+    ε on the bias-corrected ``sqrt(v̂)``). All numbers (clip limits, learning
+    rate, β, ε) live in the optimizer state, so optimizers that differ only in
+    them run as one batched program (:func:`stablebptt.training.train_batched`).
     """
     if not (isinstance(learning_rate, (int, float)) and math.isfinite(learning_rate) and learning_rate > 0):
         raise ValueError(f"learning rate {learning_rate!r} must be a positive finite number")
     if adam == "keras":
-        opt = keras_adam(learning_rate, b1, b2, eps)
+        opt = optax.inject_hyperparams(keras_adam)(learning_rate=learning_rate, b1=b1, b2=b2, eps=eps)
     elif adam == "optax":
-        opt = optax.adam(learning_rate, b1, b2, eps)
+        opt = optax.inject_hyperparams(optax.adam)(learning_rate=learning_rate, b1=b1, b2=b2, eps=eps)
     else:
         raise ValueError(f"unknown Adam form {adam!r}; choose one of {', '.join(ADAM_FORMS)}")
     return optax.chain(clipping(clip), opt)

@@ -22,7 +22,7 @@ from ..updates import trainable
 from . import rundir
 from .config import RunConfig
 
-__all__ = ["Setup", "build", "RunOutcome", "train_run", "load_run", "evaluate_run"]
+__all__ = ["Setup", "build", "RunOutcome", "RunWriter", "train_run", "load_run", "evaluate_run"]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -96,63 +96,97 @@ def train_run(
         return RunOutcome("skipped", out, history, summary)
 
     setup = build(config)
-    partial = rundir.partial_path(out)
     say(f"training {config.task} with {config.method} (clip {config.clip}) into {out}")
-    if partial.exists():
-        shutil.rmtree(partial)
-    partial.mkdir(parents=True)
-    atomic_write_text(partial / rundir.CONFIG, config.to_json() + "\n")
-
+    writer = RunWriter(config, out)
     bar = tqdm(total=config.epochs, desc=f"{config.task} {config.method}", unit="epoch", disable=not progress, leave=True)
-    started = time.perf_counter()
-    status, error = "finished", None
-    with rundir.MetricsWriter(partial / rundir.METRICS) as metrics:
 
-        def on_epoch(row: dict) -> None:
-            metrics.write(row)
-            bar.update(1)
-            bar.set_postfix(test_loss=f"{row['test_loss']:.4g}")
+    def on_epoch(row: dict) -> None:
+        writer.epoch(row)
+        bar.update(1)
+        bar.set_postfix(test_loss=f"{row['test_loss']:.4g}")
 
-        try:
-            result = train(
-                setup.policy,
-                setup.task.problem,
-                setup.train_x,
-                setup.test_x,
-                flow=config.flow(),
-                optimizer=config.optimizer(),
-                epochs=config.epochs,
-                batch_size=config.batch_size,
-                on_epoch=on_epoch,
-            )
-            history, policy, initial, compile_s = result.history, result.policy, result.initial, result.compile_seconds
-        except NonFiniteLossError as err:
-            status, error = "diverged", err
-            history, policy, initial, compile_s = err.history, None, {}, None
-        finally:
-            bar.close()
+    try:
+        result = train(
+            setup.policy,
+            setup.task.problem,
+            setup.train_x,
+            setup.test_x,
+            flow=config.flow(),
+            optimizer=config.optimizer(),
+            epochs=config.epochs,
+            batch_size=config.batch_size,
+            on_epoch=on_epoch,
+        )
+    except NonFiniteLossError as err:
+        writer.finish(err.history, policy=None, initial={}, compile_seconds=None, diverged_at=err.epoch)
+        raise
+    except BaseException:
+        writer.abandon()
+        raise
+    finally:
+        bar.close()
+    summary = writer.finish(result.history, policy=result.policy, initial=result.initial, compile_seconds=result.compile_seconds)
+    return RunOutcome("finished", out, result.history, summary)
 
-    if policy is not None:
-        atomic_write_bytes(partial / rundir.PARAMS, _serialise(policy))
-    plots.save_figure(plots.learning_curve_figure(history, _title(config)), partial / rundir.CURVE)
-    last = history[-1] if history else {}
-    summary = {
-        "status": status,
-        "epochs_run": len(history),
-        "initial": initial,
-        "final": {k: last.get(k) for k in ("batch_loss", "train_loss", "test_loss")},
-        "diverged_at_epoch": error.epoch if error else None,
-        "compile_seconds": compile_s,
-        "seconds_per_epoch": (sum(r["seconds"] for r in history) / len(history)) if history else None,
-        "wall_seconds": time.perf_counter() - started,
-        "jax_version": jax.__version__,
-        "backend": jax.default_backend(),
-    }
-    atomic_write_text(partial / rundir.SUMMARY, json.dumps(summary, indent=2) + "\n")
-    rundir.finalize(partial, out)
-    if error is not None:
-        raise error
-    return RunOutcome(status, out, history, summary)
+
+class RunWriter:
+    """Writes one run directory as training goes.
+
+    ``config.json`` first, one metrics row per epoch (flushed), then at
+    :meth:`finish` the parameters, the learning curve and ``summary.json``,
+    and the folder is renamed from ``.NAME.partial`` to ``NAME``. An
+    unfinished run (:meth:`abandon`, or a killed process) stays partial.
+    """
+
+    def __init__(self, config: RunConfig, out: Path):
+        self.config, self.out = config, Path(out)
+        self.partial = rundir.partial_path(self.out)
+        if self.partial.exists():
+            shutil.rmtree(self.partial)
+        self.partial.mkdir(parents=True)
+        atomic_write_text(self.partial / rundir.CONFIG, config.to_json() + "\n")
+        self.metrics = rundir.MetricsWriter(self.partial / rundir.METRICS)
+        self.started = time.perf_counter()
+
+    def epoch(self, row: dict) -> None:
+        self.metrics.write(row)
+
+    def abandon(self) -> None:
+        self.metrics.close()
+
+    def finish(
+        self,
+        history: list[dict],
+        *,
+        policy: Any,
+        initial: dict,
+        compile_seconds: float | None,
+        diverged_at: int | None = None,
+        batch_runs: int = 1,
+    ) -> dict:
+        """Complete the run (``diverged_at`` marks a non-finite loss) and move it into place."""
+        self.metrics.close()
+        partial = self.partial
+        if policy is not None and diverged_at is None:
+            atomic_write_bytes(partial / rundir.PARAMS, _serialise(policy))
+        plots.save_figure(plots.learning_curve_figure(history, _title(self.config)), partial / rundir.CURVE)
+        last = history[-1] if history else {}
+        summary = {
+            "status": "finished" if diverged_at is None else "diverged",
+            "epochs_run": len(history),
+            "initial": initial,
+            "final": {k: last.get(k) for k in ("batch_loss", "train_loss", "test_loss")},
+            "diverged_at_epoch": diverged_at,
+            "compile_seconds": compile_seconds,
+            "seconds_per_epoch": (sum(r["seconds"] for r in history) / len(history)) if history else None,
+            "batch_runs": batch_runs,
+            "wall_seconds": time.perf_counter() - self.started,
+            "jax_version": jax.__version__,
+            "backend": jax.default_backend(),
+        }
+        atomic_write_text(partial / rundir.SUMMARY, json.dumps(summary, indent=2) + "\n")
+        rundir.finalize(partial, self.out)
+        return summary
 
 
 def _serialise(policy: Any) -> bytes:

@@ -1,5 +1,6 @@
 """Training: data batching, the epoch program, metrics and the NaN guard."""
 
+from .batched import train_batched
 from .batching import batch_count, split_batches
 from .trainer import (
     METRIC_COLUMNS,
@@ -19,4 +20,5 @@ __all__ = [
     "TrainResult",
     "make_epoch_functions",
     "train",
+    "train_batched",
 ]

@@ -10,7 +10,7 @@ from __future__ import annotations
 import dataclasses
 import math
 import time
-from typing import Any, Callable
+from typing import Any, Callable, Sequence
 
 import equinox as eqx
 import jax
@@ -23,7 +23,16 @@ from ..rollout import rollout_loss
 from ..updates import Backward, SharedBackward, trainable, value_and_update
 from .batching import batch_count, split_batches
 
-__all__ = ["METRIC_COLUMNS", "EpochFunctions", "TrainResult", "NonFiniteLossError", "make_epoch_functions", "train"]
+__all__ = [
+    "METRIC_COLUMNS",
+    "EpochFunctions",
+    "TrainResult",
+    "NonFiniteLossError",
+    "epoch_row",
+    "row_is_finite",
+    "make_epoch_functions",
+    "train",
+]
 
 METRIC_COLUMNS = (
     "epoch",
@@ -100,6 +109,23 @@ def make_epoch_functions(
     return EpochFunctions(train_epoch, evaluate, static)
 
 
+def epoch_row(epoch: int, stats: Sequence, losses: Sequence, seconds: float, combined: bool) -> dict:
+    """One metrics row from an epoch's per-update stats and the train/test losses after it."""
+    return {
+        "epoch": epoch,
+        "batch_loss": float(np.mean(stats[0])),
+        "train_loss": float(losses[0]),
+        "test_loss": float(losses[1]),
+        "update_sq_norm": float(np.mean(stats[1])),
+        "cosine_mr": float(np.mean(stats[2])) if combined else math.nan,
+        "seconds": seconds,
+    }
+
+
+def row_is_finite(row: dict) -> bool:
+    return all(math.isfinite(row[k]) for k in ("batch_loss", "train_loss", "test_loss"))
+
+
 @dataclasses.dataclass
 class TrainResult:
     """Outcome of :func:`train`.
@@ -108,6 +134,8 @@ class TrainResult:
     history: one dict per epoch with the keys of :data:`METRIC_COLUMNS`.
     initial: ``{"train_loss", "test_loss"}`` before any update.
     compile_seconds: time spent compiling the epoch program.
+    diverged_at_epoch: the epoch whose loss was not finite (batched training
+        only; :func:`train` raises :class:`NonFiniteLossError` instead).
     """
 
     policy: Any
@@ -115,6 +143,7 @@ class TrainResult:
     history: list[dict]
     initial: dict
     compile_seconds: float
+    diverged_at_epoch: int | None = None
 
 
 def _leading(x: Any) -> int:
@@ -176,19 +205,11 @@ def train(
         jax.block_until_ready(stats)
         seconds = time.perf_counter() - start
         stats, losses = jax.device_get((stats, (evaluate(params, train_x), evaluate(params, test_x))))
-        row = {
-            "epoch": epoch,
-            "batch_loss": float(np.mean(stats[0])),
-            "train_loss": float(losses[0]),
-            "test_loss": float(losses[1]),
-            "update_sq_norm": float(np.mean(stats[1])),
-            "cosine_mr": float(np.mean(stats[2])) if flow.n_passes > 1 else math.nan,
-            "seconds": seconds,
-        }
+        row = epoch_row(epoch, stats, losses, seconds, flow.n_passes > 1)
         history.append(row)
         if on_epoch is not None:
             on_epoch(row)
-        if not all(math.isfinite(row[k]) for k in ("batch_loss", "train_loss", "test_loss")):
+        if not row_is_finite(row):
             raise NonFiniteLossError(epoch, history)
 
     return TrainResult(eqx.combine(params, fns.static), opt_state, history, initial, compile_seconds)

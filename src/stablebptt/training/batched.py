@@ -1,0 +1,131 @@
+"""Several training runs of the same shape as one compiled program (``vmap`` over runs).
+
+Runs may differ in initial weights, data (e.g. seeds) and in every number an
+optimizer from :func:`stablebptt.make_optimizer` keeps in its state (clip mode,
+learning rate, Adam's β and ε); they share the problem, the flow and the
+network's structure. Each run's losses are evaluated with the very program
+:func:`stablebptt.train` uses, so a batched run's logged losses are those of its
+saved weights.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Any, Callable, Sequence
+
+import equinox as eqx
+import jax
+import jax.numpy as jnp
+import optax
+
+from ..flows import Flow
+from ..problem import ControlProblem
+from ..updates import Backward, SharedBackward, trainable
+from .batching import batch_count, split_batches
+from .trainer import TrainResult, epoch_row, make_epoch_functions, row_is_finite
+
+__all__ = ["train_batched"]
+
+
+def _stack(trees: Sequence[Any]) -> Any:
+    return jax.tree.map(lambda *xs: jnp.stack(xs), *trees)
+
+
+def _lane(tree: Any, i: int) -> Any:
+    return jax.tree.map(lambda a: a[i], tree)
+
+
+def train_batched(
+    policies: Sequence[Any],
+    problem: ControlProblem,
+    train_xs: Sequence[Any],
+    test_xs: Sequence[Any],
+    *,
+    flow: Flow,
+    optimizers: Sequence[optax.GradientTransformation],
+    epochs: int,
+    batch_size: int = 8,
+    on_epoch: Callable[[list[dict | None]], None] | None = None,
+    backward: Backward = SharedBackward(),
+) -> list[TrainResult]:
+    """Train ``len(policies)`` runs together; run ``i`` is ``(policies[i], train_xs[i], test_xs[i], optimizers[i])``.
+
+    ``optimizers`` must come from :func:`stablebptt.make_optimizer` with the
+    same ``adam`` form (they may differ in clip mode and numbers): the first
+    one's update rule is used for all, with each run's own state.
+
+    A run whose loss becomes non-finite is marked (``diverged_at_epoch``) and
+    its history ends there; the others go on. ``on_epoch`` receives one row
+    per run each epoch (None for runs that have already diverged); ``seconds``
+    is the wall time of the whole batched epoch.
+    """
+    n = len(policies)
+    if n < 1 or not (len(train_xs) == len(test_xs) == len(optimizers) == n):
+        raise ValueError("train_batched needs one policy, training set, test set and optimizer per run (at least one run)")
+    if isinstance(epochs, bool) or not isinstance(epochs, int) or epochs < 1:
+        raise ValueError(f"epochs={epochs!r}; expected a positive integer")
+    for x in train_xs:
+        batch_count(int(jax.tree.leaves(x)[0].shape[0]), batch_size)
+
+    split = [trainable(p) for p in policies]
+    params_list = [p for p, _ in split]
+    shapes = {jax.tree.structure(p) for p in params_list}
+    if len(shapes) != 1 or any(jax.tree.structure(s) != jax.tree.structure(split[0][1]) for _, s in split):
+        raise ValueError("train_batched: all policies must have the same structure")
+    opt_states = [opt.init(p) for opt, p in zip(optimizers, params_list, strict=True)]
+    if len({jax.tree.structure(s) for s in opt_states}) != 1:
+        raise ValueError("train_batched: optimizers must be built alike (make_optimizer with the same adam form)")
+
+    fns = make_epoch_functions(policies[0], problem, flow, optimizers[0], backward=backward)
+    params = _stack(params_list)
+    opt_state = _stack(opt_states)
+    batches = _stack([split_batches(x, batch_size) for x in train_xs])
+
+    t0 = time.perf_counter()
+    train_epoch = jax.jit(jax.vmap(fns.train_epoch)).lower(params, opt_state, batches).compile()
+    evaluate = jax.jit(fns.evaluate)
+
+    def losses_of(stacked):
+        return [
+            jax.device_get((evaluate(_lane(stacked, i), train_xs[i]), evaluate(_lane(stacked, i), test_xs[i])))
+            for i in range(n)
+        ]
+
+    initial = [{"train_loss": float(a), "test_loss": float(b)} for a, b in losses_of(params)]
+    compile_seconds = time.perf_counter() - t0
+
+    histories: list[list[dict]] = [[] for _ in range(n)]
+    diverged: list[int | None] = [None] * n
+    for epoch in range(1, epochs + 1):
+        start = time.perf_counter()
+        params, opt_state, stats = train_epoch(params, opt_state, batches)
+        jax.block_until_ready(stats)
+        seconds = time.perf_counter() - start
+        stats = jax.device_get(stats)
+        losses = losses_of(params)
+        rows: list[dict | None] = []
+        for i in range(n):
+            if diverged[i] is not None:
+                rows.append(None)
+                continue
+            row = epoch_row(epoch, [s[i] for s in stats], losses[i], seconds, flow.n_passes > 1)
+            histories[i].append(row)
+            rows.append(row)
+            if not row_is_finite(row):
+                diverged[i] = epoch
+        if on_epoch is not None:
+            on_epoch(rows)
+        if all(d is not None for d in diverged):
+            break
+
+    return [
+        TrainResult(
+            eqx.combine(_lane(params, i), split[i][1]),
+            _lane(opt_state, i),
+            histories[i],
+            initial[i],
+            compile_seconds,
+            diverged[i],
+        )
+        for i in range(n)
+    ]

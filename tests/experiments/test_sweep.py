@@ -1,0 +1,177 @@
+"""Sweeps: resuming after an interruption, batched = one by one, the table, the figure, bad input."""
+
+from __future__ import annotations
+
+import csv
+import json
+import math
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+import stablebptt.experiments.sweep as sweep_module
+from stablebptt.experiments import report
+from stablebptt.experiments.rundir import RunDirError, read_metrics
+from stablebptt.experiments.sweep import SweepSpec, finished_runs, run_sweep
+
+TINY = dict(
+    experiment="cartpole",
+    preset="quick",
+    epochs=2,
+    seeds=(42, 43),
+    n_train=16,
+    n_test=8,
+    levels=(1, 2),
+    methods=("R", "C"),
+    clips=("none", "norm"),
+    task_options={"n_steps": 10},
+)
+
+
+def quiet(*_):
+    pass
+
+
+def numbers(out: Path, spec: SweepSpec) -> dict:
+    """Every run's metrics without the wall times (NaN as None, so that equal means equal)."""
+    return {
+        run.path: [
+            {k: (None if math.isnan(v) else v) for k, v in row.items() if k != "seconds"}
+            for row in read_metrics(out / run.path / "metrics.csv")
+        ]
+        for run in spec.grid()
+    }
+
+
+@pytest.fixture(scope="module")
+def uninterrupted(tmp_path_factory):
+    spec = SweepSpec(**TINY)
+    out = tmp_path_factory.mktemp("sweep") / "a"
+    trained = run_sweep(spec, out, progress=False, say=quiet)
+    assert len(trained) == 16
+    return spec, out
+
+
+def test_interrupted_sweep_resumes_without_repeating_or_losing_runs(uninterrupted, tmp_path, monkeypatch):
+    spec, reference_dir = uninterrupted
+    out = tmp_path / "b"
+    original = sweep_module.train_batched
+    calls = []
+
+    def interrupt_third_group(*args, on_epoch, **kwargs):
+        calls.append(1)
+        if len(calls) < 3:
+            return original(*args, on_epoch=on_epoch, **kwargs)
+
+        def stop(rows):
+            on_epoch(rows)
+            raise KeyboardInterrupt  # as Ctrl-C after the group's first epoch
+
+        return original(*args, on_epoch=stop, **kwargs)
+
+    monkeypatch.setattr(sweep_module, "train_batched", interrupt_third_group)
+    with pytest.raises(KeyboardInterrupt):
+        run_sweep(spec, out, progress=False, say=quiet)
+    monkeypatch.setattr(sweep_module, "train_batched", original)
+
+    before = {run.path for run in finished_runs(spec, out)}
+    assert len(before) == 8  # two whole groups
+    partial = [p for p in (out / "runs").rglob(".*.partial")]
+    assert len(partial) == 4 and not any((p / "summary.json").exists() for p in partial)
+
+    again = run_sweep(spec, out, progress=False, say=quiet)
+    assert {run.path for run in again}.isdisjoint(before)  # no finished run is trained again
+    assert len(again) == 8
+    run_dirs = sorted(str(p.relative_to(out)) for p in (out / "runs").glob("*/*"))
+    assert run_dirs == sorted(run.path for run in spec.grid())  # every run once, no partial left
+    assert numbers(out, spec) == numbers(reference_dir, spec)  # same numbers as without the interruption
+
+
+def test_restart_of_a_finished_sweep_trains_nothing(uninterrupted):
+    spec, out = uninterrupted
+    assert run_sweep(spec, out, progress=False, say=quiet) == []
+
+
+def test_batched_equals_one_by_one(uninterrupted, tmp_path):
+    spec, batched_dir = uninterrupted
+    out = tmp_path / "one-by-one"
+    run_sweep(spec, out, batched=False, progress=False, say=quiet)
+    a, b = numbers(batched_dir, spec), numbers(out, spec)
+    for path in a:
+        for row_a, row_b in zip(a[path], b[path], strict=True):
+            for key in row_a:
+                if row_a[key] is None:  # the cosine of single-pass flows
+                    assert row_b[key] is None
+                else:
+                    np.testing.assert_allclose(row_a[key], row_b[key], rtol=1e-4, err_msg=f"{path} {key}")
+    summary = json.loads((batched_dir / spec.grid()[0].path / "summary.json").read_text())
+    assert summary["batch_runs"] == 4
+
+
+def test_table_equals_the_run_metrics(uninterrupted):
+    spec, out = uninterrupted
+    rows = report.write_report(spec, out)
+    assert len(rows) == len(spec.levels) * len(spec.methods) * len(spec.clips)
+    for row in rows:
+        finals = [
+            read_metrics(out / run.path / "metrics.csv")[-1]["test_loss"]
+            for run in spec.grid()
+            if (run.level, run.method, run.clip) == (row["level"], row["method"], row["clip"])
+        ]
+        assert row["seeds"] == len(finals) == 2 and row["diverged"] == 0
+        assert row["final_test_loss_mean"] == pytest.approx(np.mean(finals), rel=1e-12)
+        assert row["final_test_loss_std"] == pytest.approx(np.std(finals), rel=1e-12, abs=1e-15)
+    with open(out / "table.csv") as f:
+        written = list(csv.DictReader(f))
+    assert [float(r["final_test_loss_mean"]) for r in written] == [r["final_test_loss_mean"] for r in rows]
+    markdown = (out / "table.md").read_text()
+    first = rows[0]
+    assert f"{first['final_test_loss_mean']:.3g} ± {first['final_test_loss_std']:.2g}" in markdown
+    assert (out / "figure.png").read_bytes()[:4] == b"\x89PNG"
+
+
+def test_figure_has_a_panel_per_level_and_a_curve_per_setting(uninterrupted):
+    spec, out = uninterrupted
+    fig = report.sweep_figure(spec, out)
+    assert len(fig.axes) == len(spec.levels)
+    for ax in fig.axes:
+        assert len(ax.lines) == len(spec.methods) * len(spec.clips)
+        assert ax.get_yscale() == "log"
+        assert len(ax.collections) == len(spec.methods) * len(spec.clips)  # the spread over the two seeds
+
+
+def test_quantum_figure_adds_update_size_panels(tmp_path):
+    spec = SweepSpec(
+        experiment="quantum", preset="quick", epochs=1, seeds=(42,), n_train=8, n_test=8,
+        levels=(3, 4), methods=("C",), clips=("none",), task_options={"n_steps": 4},
+    )  # fmt: skip
+    run_sweep(spec, tmp_path, progress=False, say=quiet)
+    fig = report.sweep_figure(spec, tmp_path)
+    assert len(fig.axes) == 4
+    assert [ax.get_title() for ax in fig.axes] == ["target 3", "target 4", "target 3: update size", "target 4: update size"]
+
+
+def test_a_different_sweep_in_the_same_folder_is_refused(uninterrupted):
+    spec, out = uninterrupted
+    other = SweepSpec(**{**TINY, "epochs": 3})
+    before = (out / "sweep.json").read_text()
+    with pytest.raises(RunDirError, match=r"holds a sweep with different settings: epochs \(2 vs 3\)"):
+        run_sweep(other, out, progress=False, say=quiet)
+    assert (out / "sweep.json").read_text() == before
+
+
+def test_presets_and_bad_settings():
+    quick = SweepSpec.from_preset("cartpole")
+    assert len(quick.grid()) == 4 * 4 * 3 * 2 and len(quick.groups()) == 16
+    assert SweepSpec.from_preset("quantum", "paper", seeds=5).seeds == (42, 43, 44, 45, 46)
+    assert SweepSpec.from_preset("repulsion", "paper").epochs == 1000
+    repulsion = SweepSpec.from_preset("repulsion")
+    assert sorted({r.config.task_options["rc"] for r in repulsion.grid()}) == [0.001, 0.01, 0.1, 1.0]
+    assert {(r.config.clip, r.config.method) for r in repulsion.grid()} == {(c, m) for c in ("none", "value", "norm") for m in "RMCS"}
+    with pytest.raises(ValueError, match="unknown experiment 'pendulum'"):
+        SweepSpec.from_preset("pendulum")
+    with pytest.raises(ValueError, match="unknown preset 'fast'; choose one of quick, paper"):
+        SweepSpec.from_preset("cartpole", "fast")
+    with pytest.raises(ValueError, match="seeds=0; a sweep needs a positive number of seeds"):
+        SweepSpec.from_preset("cartpole", seeds=0)
