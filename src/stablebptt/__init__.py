@@ -37,7 +37,7 @@ from .optim import keras_adam, make_optimizer, scale_by_keras_adam
 from .problem import ControlProblem
 from .rollout import Trajectory, rollout, rollout_loss
 from .tasks import Task, make_task
-from .training import NonFiniteLossError, TrainResult, train
+from .training import NonFiniteLossError, TrainResult, train, train_batched
 from .updates import AutodiffBackward, SharedBackward, UpdateInfo, value_and_update
 
 __version__ = "0.1.0"
@@ -76,5 +76,6 @@ __all__ = [
     "rollout_loss",
     "scale_by_keras_adam",
     "train",
+    "train_batched",
     "value_and_update",
 ]

@@ -26,14 +26,9 @@ TABLE_COLUMNS = ("method", "final_test_loss", "best_test_loss", "epochs_run", "s
 
 
 def _check_dir(out: Path, spec: dict, overwrite: bool) -> None:
-    if out.exists() and not out.is_dir():
-        raise rundir.RunDirError(f"--out {out} is a file, not a directory; choose another --out")
-    if not out.exists() or not any(out.iterdir()):
+    if not rundir.claimed_by(out, COMPARE_CONFIG, "comparison"):
         return
-    path = out / COMPARE_CONFIG
-    if not path.is_file():
-        raise rundir.RunDirError(f"--out {out} is not empty and holds no comparison; choose another --out")
-    old = json.loads(path.read_text(encoding="utf-8"))
+    old = json.loads((out / COMPARE_CONFIG).read_text(encoding="utf-8"))
     if old != spec and not overwrite:
         def config(b: dict) -> RunConfig:
             return RunConfig.from_dict({**b, "method": "R"})

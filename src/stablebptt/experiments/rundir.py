@@ -35,6 +35,7 @@ __all__ = [
     "read_metrics",
     "read_config",
     "read_summary",
+    "claimed_by",
     "existing_run_state",
     "finalize",
 ]
@@ -110,6 +111,22 @@ def read_summary(run_dir: Path) -> dict | None:
     return json.loads(path.read_text(encoding="utf-8"))
 
 
+def claimed_by(out: Path, marker: str, what: str) -> bool:
+    """Whether ``out`` already holds results marked by the file ``marker`` (e.g. ``config.json``).
+
+    False for a missing or empty folder; raises :class:`RunDirError` if ``out``
+    is a file or a non-empty folder without ``marker`` (something else lives there).
+    """
+    out = Path(out)
+    if out.exists() and not out.is_dir():
+        raise RunDirError(f"--out {out} is a file, not a directory; choose another --out")
+    if not out.exists() or not any(out.iterdir()):
+        return False
+    if not (out / marker).is_file():
+        raise RunDirError(f"--out {out} is not empty and holds no {what}; choose another --out")
+    return True
+
+
 def existing_run_state(out: Path, config: RunConfig, overwrite: bool) -> str:
     """What ``out`` holds, relative to a run of ``config`` that wants to go there.
 
@@ -119,12 +136,8 @@ def existing_run_state(out: Path, config: RunConfig, overwrite: bool) -> str:
     different run without ``overwrite`` and for a directory that holds no run.
     """
     out = Path(out)
-    if out.exists() and not out.is_dir():
-        raise RunDirError(f"--out {out} is a file, not a directory; choose another --out")
-    if not out.exists() or not any(out.iterdir()):
+    if not claimed_by(out, CONFIG, "stablebptt run"):
         return "empty"
-    if not (out / CONFIG).is_file():
-        raise RunDirError(f"--out {out} is not empty and holds no stablebptt run; choose another --out")
     existing = read_config(out)
     diffs = existing.differences(config)
     if diffs:

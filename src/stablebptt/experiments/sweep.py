@@ -197,13 +197,9 @@ class SweepSpec:
 
 
 def _check_dir(out: Path, spec: SweepSpec) -> None:
-    if out.exists() and not out.is_dir():
-        raise rundir.RunDirError(f"--out {out} is a file, not a directory; choose another --out")
-    if not out.exists() or not any(out.iterdir()):
+    if not rundir.claimed_by(out, SWEEP_CONFIG, "sweep"):
         return
     path = out / SWEEP_CONFIG
-    if not path.is_file():
-        raise rundir.RunDirError(f"--out {out} is not empty and holds no sweep; choose another --out")
     try:
         old = SweepSpec.from_dict(json.loads(path.read_text(encoding="utf-8")))
     except (ValueError, TypeError, KeyError) as err:
