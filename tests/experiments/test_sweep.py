@@ -175,3 +175,37 @@ def test_presets_and_bad_settings():
         SweepSpec.from_preset("cartpole", "fast")
     with pytest.raises(ValueError, match="seeds=0; a sweep needs a positive number of seeds"):
         SweepSpec.from_preset("cartpole", seeds=0)
+
+
+def test_a_sweep_killed_with_sigkill_continues(uninterrupted, tmp_path):
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    spec, reference_dir = uninterrupted
+    out = tmp_path / "killed"
+    code = (
+        "import json, sys\n"
+        "from stablebptt.experiments.sweep import SweepSpec, run_sweep\n"
+        "spec = SweepSpec.from_dict(json.loads(sys.argv[1]))\n"
+        "run_sweep(spec, sys.argv[2], progress=False, say=lambda _: None)\n"
+    )
+    child = subprocess.Popen([sys.executable, "-c", code, json.dumps(spec.to_dict()), str(out)])
+    try:
+        def finished_count() -> int:
+            return len(finished_runs(spec, out)) if out.exists() else 0
+
+        deadline = time.time() + 300
+        while time.time() < deadline and finished_count() < 4 and child.poll() is None:
+            time.sleep(0.2)
+        os.kill(child.pid, signal.SIGKILL)  # in the middle of the second group
+    finally:
+        child.wait()
+    finished = {run.path for run in finished_runs(spec, out)}
+    assert 4 <= len(finished) < 16, "the child was to be killed in the middle of the sweep"
+    again = run_sweep(spec, out, progress=False, say=quiet)
+    assert {run.path for run in again}.isdisjoint(finished)
+    assert len(again) + len(finished) == 16
+    assert numbers(out, spec) == numbers(reference_dir, spec)
