@@ -27,6 +27,7 @@ import numpy as np
 from jax import lax
 
 from .problem import ControlProblem
+from .rollout import loss_dtype
 
 __all__ = ["value_and_grads"]
 
@@ -43,14 +44,6 @@ def _lanes(g: jax.Array, tree: Any) -> Any:
 
 def _broadcast_lanes(k: int, tree: Any) -> Any:
     return jax.tree.map(lambda a: jnp.broadcast_to(a, (k,) + a.shape), tree)
-
-
-def _loss_dtype(x0: Any):
-    for a in jax.tree.leaves(x0):
-        a = jnp.asarray(a)
-        if jnp.issubdtype(a.dtype, jnp.inexact):
-            return jnp.finfo(a.dtype).dtype
-    return jnp.result_type(float)
 
 
 def value_and_grads(
@@ -87,7 +80,7 @@ def value_and_grads(
         needs_net = list(range(k))
     net_lanes = np.asarray(needs_net, dtype=np.int32)
     step, step_loss, final_loss = problem.step, problem.step_loss, problem.final_loss
-    dtype = _loss_dtype(x0)
+    dtype = loss_dtype(x0)
     net_gates = jnp.asarray(net_gates)
     sim_gates = jnp.asarray(sim_gates)
 

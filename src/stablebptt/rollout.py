@@ -21,9 +21,10 @@ class Trajectory(NamedTuple):
     controls: Any
 
 
-def _loss_dtype(x0: Any):
-    leaves = [jnp.asarray(a) for a in jax.tree.leaves(x0)]
-    for a in leaves:
+def loss_dtype(x0: Any):
+    """The real dtype losses of a rollout from ``x0`` accumulate in (that of its first inexact leaf)."""
+    for a in jax.tree.leaves(x0):
+        a = jnp.asarray(a)
         if jnp.issubdtype(a.dtype, jnp.inexact):
             return jnp.finfo(a.dtype).dtype
     return jnp.result_type(float)
@@ -59,7 +60,7 @@ def gated_loss(
     body = _body(policy, problem.step, problem.step_loss)
     if remat:
         body = jax.checkpoint(body)
-    acc0 = jnp.zeros((), _loss_dtype(x0))
+    acc0 = jnp.zeros((), loss_dtype(x0))
     (x_n, acc), _ = lax.scan(body, (x0, acc0), (net_gates, sim_gates))
     if problem.final_loss is not None:
         acc = acc + jnp.asarray(problem.final_loss(x_n)).astype(acc.dtype)
@@ -98,7 +99,7 @@ def rollout(
         carry, c = body(carry, g)
         return carry, (carry[0], c)
 
-    acc0 = jnp.zeros((), _loss_dtype(x0))
+    acc0 = jnp.zeros((), loss_dtype(x0))
     _, (after, controls) = lax.scan(record, (x0, acc0), (jnp.asarray(net[0]), jnp.asarray(sim[0])))
     states = jax.tree.map(lambda a, b: jnp.concatenate([jnp.asarray(a)[None], b]), x0, after)
     return Trajectory(states, controls)
