@@ -18,6 +18,16 @@ def with_reference_weights(net, ref: dict, prefix: str = "w0_"):
     return eqx.tree_at(dense_leaves, net, arrays)
 
 
+def assert_trees_close(got, want, rel: float) -> None:
+    """Every leaf of ``got`` within ``rel`` (relative to the leaf's largest entry) of ``want``."""
+    import jax
+
+    got_leaves, want_leaves = jax.tree.leaves(got), jax.tree.leaves(want)
+    assert len(got_leaves) == len(want_leaves) > 0
+    for a, b in zip(got_leaves, want_leaves, strict=True):
+        assert max_rel_err(a, b) < rel
+
+
 def max_rel_err(got, want) -> float:
     got, want = np.asarray(got, np.float64), np.asarray(want, np.float64)
     return float(np.max(np.abs(got - want)) / max(np.max(np.abs(want)), 1e-30))

@@ -11,7 +11,7 @@ import stablebptt as sb
 from stablebptt.tasks import cartpole
 
 from .conftest import reference
-from .helpers import max_rel_err, with_reference_weights
+from .helpers import assert_trees_close, with_reference_weights
 
 
 def pytree_problem():
@@ -45,8 +45,7 @@ def test_shared_backward_equals_autodiff_on_pytree_problem(flow):
     la, ua, ia = sb.value_and_update(flow, net, problem, x0, backward=sb.AutodiffBackward())
     ls, us, is_ = sb.value_and_update(flow, net, problem, x0, backward=sb.SharedBackward())
     np.testing.assert_allclose(float(ls), float(la), rtol=1e-6)
-    for a, b in zip(jax.tree.leaves(us), jax.tree.leaves(ua)):
-        assert max_rel_err(a, b) < 1e-5
+    assert_trees_close(us, ua, 1e-5)
     np.testing.assert_allclose(float(is_.sq_norm), float(ia.sq_norm), rtol=1e-5)
 
 
@@ -58,8 +57,7 @@ def test_random_gate_schedule_matches_autodiff():
     x0 = {"pos": jnp.ones((3, 2)), "vel": -jnp.ones((3, 2))}
     _, ua, _ = sb.value_and_update(flow, net, problem, x0, backward=sb.AutodiffBackward())
     _, us, _ = sb.value_and_update(flow, net, problem, x0)
-    for a, b in zip(jax.tree.leaves(us), jax.tree.leaves(ua)):
-        assert max_rel_err(a, b) < 1e-5
+    assert_trees_close(us, ua, 1e-5)
 
 
 def test_remat_changes_nothing():
@@ -69,8 +67,7 @@ def test_remat_changes_nothing():
     x0 = jnp.asarray(ref["x0"])
     _, a, _ = sb.value_and_update(sb.C(), net, task.problem, x0, backward=sb.AutodiffBackward(remat=True))
     _, b, _ = sb.value_and_update(sb.C(), net, task.problem, x0, backward=sb.AutodiffBackward())
-    for u, v in zip(jax.tree.leaves(a), jax.tree.leaves(b)):
-        assert max_rel_err(u, v) < 1e-6
+    assert_trees_close(a, b, 1e-6)
 
 
 def test_combined_equals_two_separate_passes_on_cartpole():

@@ -15,6 +15,11 @@ adjoints of all requested flows as a batch (lane axis first), and finally
 computes ``∂L/∂θ`` for all steps and lanes in one batched network VJP rather
 than one small accumulation per step. The network's input-Jacobian is only
 evaluated for lanes whose network gate is not identically zero.
+
+The reverse scan recomputes one simulator step and one network evaluation
+per step instead of storing their residuals from the forward scan: on CPU
+that measured faster (cart pole, R: 4.0 ms against 5.0 ms per update), and
+memory holds only the states.
 """
 
 from __future__ import annotations

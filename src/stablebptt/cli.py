@@ -159,8 +159,10 @@ def _config_from_args(args):
 
 
 def _default_out(config) -> Path:
-    difficulty = {k: v for k, v in config.task_options.items() if k in ("n_poles", "rc", "target")}
-    tag = "-".join(f"{k.replace('n_', '')}{v}" for k, v in difficulty.items())
+    from .tasks import DIFFICULTY
+
+    knob = DIFFICULTY[config.task]
+    tag = f"{knob.replace('n_', '')}{config.task_options[knob]}"
     return Path("runs") / f"{config.task}-{tag}-{config.method}-{config.clip}-seed{config.seed}"
 
 

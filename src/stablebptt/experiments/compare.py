@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import csv
-import io
 import json
 import math
 from pathlib import Path
@@ -15,7 +13,7 @@ from ..flows import flow_from_name
 from ..training import NonFiniteLossError
 from . import rundir
 from .config import RunConfig
-from .single import _title, train_run
+from .single import run_title, train_run
 
 __all__ = ["COMPARE_CONFIG", "TABLE", "FIGURE", "compare", "format_table"]
 
@@ -92,14 +90,8 @@ def compare(
             }
         )
 
-    buf = io.StringIO()
-    writer = csv.writer(buf)
-    writer.writerow(TABLE_COLUMNS)
-    for row in rows:
-        writer.writerow([repr(row[c]) if isinstance(row[c], float) else row[c] for c in TABLE_COLUMNS])
-    atomic_write_text(out / TABLE, buf.getvalue())
-    title = _title(base).rsplit(" — ", 1)[0] + f" — clip {base.clip}, seed {base.seed}"
-    plots.save_figure(plots.comparison_figure(histories, title), out / FIGURE)
+    atomic_write_text(out / TABLE, rundir.csv_text(TABLE_COLUMNS, rows))
+    plots.save_figure(plots.comparison_figure(histories, run_title(base, method=False)), out / FIGURE)
     return rows
 
 

@@ -12,6 +12,7 @@ import jax
 from ..flows import Flow, flow_from_name
 from ..optim import ADAM_FORMS, CLIP_MODES, make_optimizer
 from ..tasks import Task, make_task, task_config
+from ..training.batching import batch_count
 
 __all__ = ["RunConfig", "DTYPES"]
 
@@ -61,16 +62,7 @@ class RunConfig:
         lr = self.learning_rate
         if isinstance(lr, bool) or not isinstance(lr, (int, float)) or not math.isfinite(lr) or lr <= 0:
             raise ValueError(f"learning rate {lr!r} must be a positive finite number")
-        if self.batch_size > self.n_train:
-            raise ValueError(
-                f"batch size {self.batch_size} is larger than the training set ({self.n_train} samples); "
-                "use a smaller --batch-size or a larger --n-train"
-            )
-        if self.n_train % self.batch_size:
-            raise ValueError(
-                f"the training set ({self.n_train} samples) does not split into batches of {self.batch_size}; "
-                "make --n-train a multiple of --batch-size"
-            )
+        batch_count(self.n_train, self.batch_size)  # the batch must fit the training set and divide it
         task_config(self.task, **self.task_options)  # validates task name and options
 
     def resolved(self) -> "RunConfig":

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import csv
-import io
 import math
 from pathlib import Path
 
@@ -72,12 +70,7 @@ def summary_table(spec: SweepSpec, out: Path) -> list[dict]:
 
 
 def table_csv(rows: list[dict]) -> str:
-    buf = io.StringIO()
-    writer = csv.writer(buf)
-    writer.writerow(TABLE_COLUMNS)
-    for row in rows:
-        writer.writerow([repr(row[c]) if isinstance(row[c], float) else row[c] for c in TABLE_COLUMNS])
-    return buf.getvalue()
+    return rundir.csv_text(TABLE_COLUMNS, rows)
 
 
 def _cell(row: dict) -> str:

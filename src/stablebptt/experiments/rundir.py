@@ -13,6 +13,7 @@ epoch, header = :data:`stablebptt.training.METRIC_COLUMNS`), ``params.eqx``
 from __future__ import annotations
 
 import csv
+import io
 import json
 import math
 import os
@@ -31,6 +32,7 @@ __all__ = [
     "SUMMARY",
     "RunDirError",
     "partial_path",
+    "csv_text",
     "MetricsWriter",
     "read_metrics",
     "read_config",
@@ -61,6 +63,17 @@ def _format(value: Any) -> str:
     if isinstance(value, float):
         return "nan" if math.isnan(value) else repr(value)
     return str(value)
+
+
+def csv_text(columns: Iterable[str], rows: Iterable[dict]) -> str:
+    """A CSV table (header, then one line per row) with floats written to full precision."""
+    columns = tuple(columns)
+    buf = io.StringIO()
+    writer = csv.writer(buf)
+    writer.writerow(columns)
+    for row in rows:
+        writer.writerow([_format(row[c]) for c in columns])
+    return buf.getvalue()
 
 
 class MetricsWriter:

@@ -16,7 +16,7 @@ from tqdm.auto import tqdm
 
 from .. import plots
 from ..atomic import atomic_write_bytes, atomic_write_text
-from ..tasks import Task
+from ..tasks import DIFFICULTY, Task
 from ..training import NonFiniteLossError, make_epoch_functions, train
 from ..updates import trainable
 from . import rundir
@@ -63,12 +63,11 @@ class RunOutcome:
     summary: dict
 
 
-def _title(config: RunConfig) -> str:
-    opts = ", ".join(f"{k}={v}" for k, v in sorted(config.task_options.items()) if k in _DIFFICULTY)
-    return f"{config.task} ({opts}) — {config.method}, clip {config.clip}, seed {config.seed}"
-
-
-_DIFFICULTY = {"n_poles", "rc", "target", "n_drivers", "n_evaders"}
+def run_title(config: RunConfig, *, method: bool = True) -> str:
+    """``"cartpole (n_poles=2) — C, clip none, seed 42"`` (without the method if ``method=False``)."""
+    knob = DIFFICULTY[config.task]
+    who = f"{config.method}, " if method else ""
+    return f"{config.task} ({knob}={config.task_options.get(knob)}) — {who}clip {config.clip}, seed {config.seed}"
 
 
 def train_run(
@@ -169,7 +168,7 @@ class RunWriter:
         partial = self.partial
         if policy is not None and diverged_at is None:
             atomic_write_bytes(partial / rundir.PARAMS, _serialise(policy))
-        plots.save_figure(plots.learning_curve_figure(history, _title(self.config)), partial / rundir.CURVE)
+        plots.save_figure(plots.learning_curve_figure(history, run_title(self.config)), partial / rundir.CURVE)
         last = history[-1] if history else {}
         summary = {
             "status": "finished" if diverged_at is None else "diverged",

@@ -28,6 +28,7 @@ from tqdm.auto import tqdm
 from ..atomic import atomic_write_text
 from ..flows import flow_from_name
 from ..optim import CLIP_MODES
+from ..tasks import DIFFICULTY
 from ..training import NonFiniteLossError, train_batched
 from . import rundir
 from .config import RunConfig
@@ -41,16 +42,20 @@ PRESETS = ("quick", "paper")
 
 @dataclasses.dataclass(frozen=True)
 class Experiment:
-    """One of the paper's experiments: a task, its difficulty option and levels, and presets.
+    """One of the paper's experiments: a task, the levels of its difficulty option, and presets.
 
     ``presets[name]`` gives ``epochs``, ``seeds`` (how many), ``n_train`` and ``n_test``.
     """
 
     task: str
-    difficulty: str
     levels: tuple
     label: str
     presets: dict
+
+    @property
+    def difficulty(self) -> str:
+        """The task option the levels set."""
+        return DIFFICULTY[self.task]
 
     def level_name(self, level: Any) -> str:
         return self.label.format(level)
@@ -58,15 +63,15 @@ class Experiment:
 
 EXPERIMENTS: dict[str, Experiment] = {
     "cartpole": Experiment(
-        "cartpole", "n_poles", (1, 2, 3, 4), "poles: {}",
+        "cartpole", (1, 2, 3, 4), "poles: {}",
         {"quick": dict(epochs=50, seeds=2, n_train=128, n_test=128), "paper": dict(epochs=1000, seeds=3, n_train=256, n_test=256)},
     ),
     "repulsion": Experiment(
-        "repulsion", "rc", (1.0, 0.1, 0.01, 0.001), "rc = {}",
+        "repulsion", (1.0, 0.1, 0.01, 0.001), "rc = {}",
         {"quick": dict(epochs=50, seeds=2, n_train=128, n_test=128), "paper": dict(epochs=1000, seeds=3, n_train=256, n_test=256)},
     ),
     "quantum": Experiment(
-        "quantum", "target", (3, 4, 5), "target {}",
+        "quantum", (3, 4, 5), "target {}",
         {"quick": dict(epochs=20, seeds=2, n_train=64, n_test=64), "paper": dict(epochs=1000, seeds=3, n_train=256, n_test=256)},
     ),
 }  # fmt: skip

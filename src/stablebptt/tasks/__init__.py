@@ -13,7 +13,10 @@ from typing import Any
 from . import cartpole, quantum, repulsion
 from .base import Task, check_shape
 
-__all__ = ["Task", "check_shape", "TASKS", "task_config", "make_task", "cartpole", "repulsion", "quantum"]
+__all__ = ["Task", "check_shape", "DIFFICULTY", "TASKS", "task_config", "make_task", "cartpole", "repulsion", "quantum"]
+
+DIFFICULTY: dict[str, str] = {"cartpole": "n_poles", "repulsion": "rc", "quantum": "target"}
+"""The configuration field that is each task's difficulty knob."""
 
 TASKS: dict[str, tuple[type, Any]] = {
     "cartpole": (cartpole.CartPoleConfig, cartpole.make_task),
