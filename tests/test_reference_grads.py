@@ -37,10 +37,12 @@ def test_forward_rollout(setup):
     np.testing.assert_allclose(float(cartpole.loss(traj.states[-1])), float(ref["loss_forward"]), rtol=1e-6)
 
 
+@pytest.mark.parametrize("remat", [False, True], ids=["plain", "checkpointed"])
 @pytest.mark.parametrize("letter", LETTERS)
-def test_update_of_each_method(setup, letter):
+def test_update_of_each_method(setup, letter, remat):
     ref, task, net = setup
-    loss, update, info = sb.value_and_update(LETTERS[letter], net, task.problem, jnp.asarray(ref["x0"]))
+    backward = sb.SharedBackward(remat=remat)
+    loss, update, info = sb.value_and_update(LETTERS[letter], net, task.problem, jnp.asarray(ref["x0"]), backward=backward)
     np.testing.assert_allclose(float(loss), float(ref[f"{letter}_loss"]), rtol=1e-6)
     for i, got in enumerate(dense_leaves(update)):
         assert max_rel_err(got, ref[f"{letter}_grad_{i}"]) < 1e-5, (letter, i)

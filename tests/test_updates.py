@@ -60,16 +60,6 @@ def test_random_gate_schedule_matches_autodiff():
     assert_trees_close(us, ua, 1e-5)
 
 
-def test_remat_changes_nothing():
-    ref = reference("cartpole_grads")
-    task = cartpole.make_task(cartpole.CartPoleConfig(n_poles=2))
-    net = with_reference_weights(task.make_policy(jax.random.key(0)), ref)
-    x0 = jnp.asarray(ref["x0"])
-    _, a, _ = sb.value_and_update(sb.C(), net, task.problem, x0, backward=sb.AutodiffBackward(remat=True))
-    _, b, _ = sb.value_and_update(sb.C(), net, task.problem, x0, backward=sb.AutodiffBackward())
-    assert_trees_close(a, b, 1e-6)
-
-
 def test_combined_equals_two_separate_passes_on_cartpole():
     ref = reference("cartpole_grads")
     task = cartpole.make_task(cartpole.CartPoleConfig(n_poles=2))

@@ -19,7 +19,9 @@ evaluated for lanes whose network gate is not identically zero.
 The reverse scan recomputes one simulator step and one network evaluation
 per step instead of storing their residuals from the forward scan: on CPU
 that measured faster (cart pole, R: 4.0 ms against 5.0 ms per update), and
-memory holds only the states.
+memory holds only the states. With ``remat``, not even those: the forward
+pass keeps one state per segment and each segment is recomputed just before
+its reverse scan (:mod:`stablebptt.checkpointing`).
 """
 
 from __future__ import annotations
@@ -31,6 +33,7 @@ import jax.numpy as jnp
 import numpy as np
 from jax import lax
 
+from .checkpointing import segment_length
 from .problem import ControlProblem
 from .rollout import loss_dtype
 
@@ -58,6 +61,8 @@ def value_and_grads(
     x0: Any,
     net_gates: np.ndarray | jax.Array,
     sim_gates: np.ndarray | jax.Array,
+    *,
+    remat: bool | int | None = False,
 ) -> tuple[jax.Array, Any]:
     """Loss and one parameter gradient per lane of gates, from one shared forward pass.
 
@@ -69,6 +74,10 @@ def value_and_grads(
         net_gates, sim_gates: ``(n_lanes, n_steps)``. Concrete (NumPy) gates let
             lanes whose network gate is identically 0 skip the network's
             input-Jacobian.
+        remat: checkpoint the rollout in segments (see
+            :mod:`stablebptt.checkpointing`): the forward pass keeps only each
+            segment's first state, the backward pass recomputes one segment
+            at a time and adds its share of ``∂L/∂θ``.
 
     Returns:
         ``(loss, grads)`` with ``grads`` shaped like ``params`` plus a leading
@@ -86,8 +95,8 @@ def value_and_grads(
     net_lanes = np.asarray(needs_net, dtype=np.int32)
     step, step_loss, final_loss = problem.step, problem.step_loss, problem.final_loss
     dtype = loss_dtype(x0)
-    net_gates = jnp.asarray(net_gates)
-    sim_gates = jnp.asarray(sim_gates)
+    gates = (jnp.asarray(net_gates).T, jnp.asarray(sim_gates).T)  # time-major: (n, lanes)
+    segment = segment_length(n, remat)
 
     def forward(carry, _):
         x, acc = carry
@@ -97,18 +106,12 @@ def value_and_grads(
             acc = acc + jnp.asarray(step_loss(x1, c)).astype(dtype)
         return (x1, acc), (x, c)
 
-    (x_n, acc), (xs, cs) = lax.scan(forward, (x0, jnp.zeros((), dtype)), None, length=n)
-    loss = acc
-    if final_loss is not None:
-        final_value, final_vjp = jax.vjp(final_loss, x_n)
-        loss = loss + jnp.asarray(final_value).astype(dtype)
-        (lam_n,) = final_vjp(jnp.ones_like(final_value))
-    else:
-        lam_n = jax.tree.map(jnp.zeros_like, x_n)
-    lam_n = _broadcast_lanes(k, lam_n)
-    xs_next = jax.tree.map(lambda a, b: jnp.concatenate([a[1:], b[None]]), xs, x_n)
+    def unroll(x, acc, length):
+        """``length`` steps from ``x``: final state and loss sum, and the visited states and controls."""
+        (x_end, acc), (xs, cs) = lax.scan(forward, (x, acc), None, length=length)
+        return x_end, acc, xs, cs
 
-    def backward(lam, inputs):
+    def backward_step(lam, inputs):
         x, c, x1, g_net, g_sim = inputs
         if step_loss is not None:
             value, loss_vjp = jax.vjp(step_loss, x1, c)
@@ -136,9 +139,58 @@ def value_and_grads(
             )
         return lam_prev, mu
 
-    _, mus = lax.scan(backward, lam_n, (xs, cs, xs_next, net_gates.T, sim_gates.T), reverse=True)
-    # mus: (n, lanes, ...) -> (lanes, n, ...); one batched VJP over all steps.
-    mus = jax.tree.map(lambda a: jnp.swapaxes(a, 0, 1), mus)
-    _, param_vjp = jax.vjp(lambda p: jax.vmap(lambda y: apply(p, y))(xs), params)
-    (grads,) = jax.vmap(param_vjp)(mus)
+    def reverse(lam_end, xs, cs, x_end, seg_gates):
+        """Adjoint at a stretch's first state and its share of ∂L/∂θ, from its states and controls."""
+        xs_next = jax.tree.map(lambda a, b: jnp.concatenate([a[1:], b[None]]), xs, x_end)
+        lam_start, mus = lax.scan(backward_step, lam_end, (xs, cs, xs_next) + seg_gates, reverse=True)
+        # mus: (steps, lanes, ...) -> (lanes, steps, ...); one batched VJP over the stretch's steps.
+        mus = jax.tree.map(lambda a: jnp.swapaxes(a, 0, 1), mus)
+        _, param_vjp = jax.vjp(lambda p: jax.vmap(lambda y: apply(p, y))(xs), params)
+        (grads,) = jax.vmap(param_vjp)(mus)
+        return lam_start, grads
+
+    def final_adjoint(x_n, acc):
+        loss = acc
+        if final_loss is not None:
+            final_value, final_vjp = jax.vjp(final_loss, x_n)
+            loss = loss + jnp.asarray(final_value).astype(dtype)
+            (lam_n,) = final_vjp(jnp.ones_like(final_value))
+        else:
+            lam_n = jax.tree.map(jnp.zeros_like, x_n)
+        return loss, _broadcast_lanes(k, lam_n)
+
+    acc0 = jnp.zeros((), dtype)
+    if segment is None or segment >= n:
+        x_n, acc, xs, cs = unroll(x0, acc0, n)
+        loss, lam_n = final_adjoint(x_n, acc)
+        return loss, reverse(lam_n, xs, cs, x_n, gates)[1]
+
+    n_segments, rest = divmod(n, segment)
+
+    def forward_segment(carry, _):
+        x, acc = carry
+        x_end, acc, _, _ = unroll(x, acc, segment)
+        return (x_end, acc), x
+
+    (x_tail, acc), starts = lax.scan(forward_segment, (x0, acc0), None, length=n_segments)
+    if rest:
+        x_n, acc, tail_xs, tail_cs = unroll(x_tail, acc, rest)
+    else:
+        x_n = x_tail
+    loss, lam = final_adjoint(x_n, acc)
+    body_gates = jax.tree.map(lambda a: a[: n_segments * segment].reshape((n_segments, segment) + a.shape[1:]), gates)
+    if rest:
+        tail_gates = jax.tree.map(lambda a: a[n_segments * segment :], gates)
+        lam, grads = reverse(lam, tail_xs, tail_cs, x_n, tail_gates)
+    else:
+        grads = jax.tree.map(lambda p: jnp.zeros((k,) + jnp.shape(p), jnp.result_type(p)), params)
+
+    def backward_segment(carry, inputs):
+        lam_end, grads = carry
+        x_start, seg_gates = inputs
+        x_end, _, xs, cs = unroll(x_start, acc0, segment)
+        lam_start, seg_grads = reverse(lam_end, xs, cs, x_end, seg_gates)
+        return (lam_start, jax.tree.map(jnp.add, grads, seg_grads)), None
+
+    (_, grads), _ = lax.scan(backward_segment, (lam, grads), (starts, body_gates), reverse=True)
     return loss, grads

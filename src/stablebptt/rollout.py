@@ -8,6 +8,7 @@ import jax
 import jax.numpy as jnp
 from jax import lax
 
+from .checkpointing import segment_length, segmented_scan
 from .flows import Flow, Regular, gate
 from .problem import ControlProblem
 
@@ -50,18 +51,19 @@ def gated_loss(
     net_gates: jax.Array,
     sim_gates: jax.Array,
     *,
-    remat: bool = False,
+    remat: bool | int | None = False,
 ) -> jax.Array:
     """Total loss of one rollout with explicit gate arrays of shape ``(n_steps,)``.
 
     The forward value does not depend on the gates; the gradient does. This is
-    the one program behind every flow (see :mod:`stablebptt.flows`).
+    the one program behind every flow (see :mod:`stablebptt.flows`). ``remat``
+    checkpoints the rollout in segments (:mod:`stablebptt.checkpointing`).
     """
     body = _body(policy, problem.step, problem.step_loss)
-    if remat:
-        body = jax.checkpoint(body)
     acc0 = jnp.zeros((), loss_dtype(x0))
-    (x_n, acc), _ = lax.scan(body, (x0, acc0), (net_gates, sim_gates))
+    gates = (jnp.asarray(net_gates), jnp.asarray(sim_gates))
+    segment = segment_length(problem.n_steps, remat)
+    x_n, acc = segmented_scan(body, (x0, acc0), gates, problem.n_steps, segment)
     if problem.final_loss is not None:
         acc = acc + jnp.asarray(problem.final_loss(x_n)).astype(acc.dtype)
     return acc

@@ -9,8 +9,11 @@ passed as ``backward=`` (in the style of diffrax's ``adjoint=``):
   costs one forward pass and a batched backward pass, not two of each as in
   the authors' code.
 * :class:`AutodiffBackward`: ``jax.value_and_grad`` of
-  :func:`stablebptt.rollout.gated_loss`, ``vmap``ped over lanes; optional
-  rematerialisation. The reference implementation.
+  :func:`stablebptt.rollout.gated_loss`, ``vmap``ped over lanes. The
+  reference implementation.
+
+Both take ``remat=`` to checkpoint long rollouts in segments
+(:mod:`stablebptt.checkpointing`), whatever the flow.
 """
 
 from __future__ import annotations
@@ -23,6 +26,7 @@ import jax.numpy as jnp
 import optax
 
 from .backward import value_and_grads
+from .checkpointing import check_remat
 from .flows import Flow
 from .problem import ControlProblem
 from .rollout import gated_loss
@@ -47,19 +51,31 @@ class Backward(eqx.Module):
 
 
 class SharedBackward(Backward):
-    """Hand-written adjoint: one forward pass shared by all lanes (the default, fastest)."""
+    """Hand-written adjoint: one forward pass shared by all lanes (the default, fastest).
+
+    ``remat``: ``False``, ``True`` (segments of ``ceil(√n)`` steps) or steps
+    per checkpointed segment; see :mod:`stablebptt.checkpointing`.
+    """
+
+    remat: bool | int | None = eqx.field(static=True, default=False)
+
+    def __post_init__(self):
+        check_remat(self.remat)
 
     def value_and_grads(self, apply, params, problem, x0, net_gates, sim_gates):
-        return value_and_grads(apply, params, problem, x0, net_gates, sim_gates)
+        return value_and_grads(apply, params, problem, x0, net_gates, sim_gates, remat=self.remat)
 
 
 class AutodiffBackward(Backward):
     """``jax.value_and_grad`` through the gated rollout, ``vmap``ped over lanes.
 
-    ``remat=True`` rematerialises every step in the backward pass.
+    ``remat`` checkpoints the rollout as for :class:`SharedBackward`.
     """
 
-    remat: bool = eqx.field(static=True, default=False)
+    remat: bool | int | None = eqx.field(static=True, default=False)
+
+    def __post_init__(self):
+        check_remat(self.remat)
 
     def value_and_grads(self, apply, params, problem, x0, net_gates, sim_gates):
         def loss_of(p, g_net, g_sim):

@@ -9,10 +9,12 @@ from typing import Any
 
 import jax
 
+from ..checkpointing import check_remat, segment_length
 from ..flows import Flow, flow_from_name
 from ..optim import ADAM_FORMS, CLIP_MODES, make_optimizer
 from ..tasks import Task, make_task, task_config
 from ..training.batching import batch_count
+from ..updates import SharedBackward
 
 __all__ = ["RunConfig", "DTYPES"]
 
@@ -31,6 +33,8 @@ class RunConfig:
     ``task_options`` overrides the task configuration's defaults (e.g.
     ``{"n_poles": 2}``); :meth:`resolved` fills in every field so that the
     JSON names all constants. The same config gives the same numbers on CPU.
+    ``remat``: steps per checkpointed rollout segment (0: none; ``True``:
+    ``ceil(√n_steps)``, spelled out by :meth:`resolved`).
     """
 
     task: str = "cartpole"
@@ -45,6 +49,7 @@ class RunConfig:
     n_test: int = 256
     adam: str = "keras"
     dtype: str = "float32"
+    remat: bool | int = 0
 
     def __post_init__(self):
         object.__setattr__(self, "method", str(self.method).upper())
@@ -64,11 +69,13 @@ class RunConfig:
             raise ValueError(f"learning rate {lr!r} must be a positive finite number")
         batch_count(self.n_train, self.batch_size)  # the batch must fit the training set and divide it
         task_config(self.task, **self.task_options)  # validates task name and options
+        check_remat(self.remat)
 
     def resolved(self) -> "RunConfig":
-        """The same run with every task option spelled out."""
-        full = dataclasses.asdict(task_config(self.task, **self.task_options))
-        return dataclasses.replace(self, task_options=full)
+        """The same run with every task option and the checkpoint segment length spelled out."""
+        task = task_config(self.task, **self.task_options)
+        remat = segment_length(task.n_steps, self.remat) or 0
+        return dataclasses.replace(self, task_options=dataclasses.asdict(task), remat=remat)
 
     def replace(self, **changes: Any) -> "RunConfig":
         return dataclasses.replace(self, **changes)
@@ -79,6 +86,9 @@ class RunConfig:
 
     def flow(self) -> Flow:
         return flow_from_name(self.method)
+
+    def backward(self) -> SharedBackward:
+        return SharedBackward(remat=self.remat)
 
     def optimizer(self):
         return make_optimizer(self.clip, self.learning_rate, adam=self.adam)

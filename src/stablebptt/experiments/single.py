@@ -115,6 +115,7 @@ def train_run(
             epochs=config.epochs,
             batch_size=config.batch_size,
             on_epoch=on_epoch,
+            backward=config.backward(),
         )
     except NonFiniteLossError as err:
         writer.finish(err.history, policy=None, initial={}, compile_seconds=None, diverged_at=err.epoch)

@@ -1,0 +1,79 @@
+"""Checkpointed rollouts: same losses and gradients as plain ones, memory sublinear in the horizon."""
+
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from jax import lax
+
+import stablebptt as sb
+from stablebptt.checkpointing import segment_length, segmented_scan
+from stablebptt.tasks import cartpole
+
+from .helpers import assert_trees_close
+from .test_updates import FLOWS, DictNet, pytree_problem
+
+
+@pytest.mark.parametrize(
+    ("n", "remat", "expected"),
+    [(100, True, 10), (101, True, 11), (1, True, 1), (15, 4, 4), (15, 40, 15), (15, False, None), (15, 0, None), (15, None, None)],
+)
+def test_segment_length(n, remat, expected):
+    assert segment_length(n, remat) == expected
+
+
+@pytest.mark.parametrize("bad", [-1, 2.5, "auto"])
+def test_bad_remat_setting_is_refused(bad):
+    with pytest.raises(ValueError, match="remat"):
+        sb.SharedBackward(remat=bad)
+
+
+@pytest.mark.parametrize("segment", [1, 3, 4, 7, 12])
+def test_segmented_scan_equals_scan_in_value_and_gradient(segment):
+    xs = jnp.linspace(-1.0, 1.0, 12)
+
+    def f(carry, x):
+        return jnp.sin(carry) * 1.1 + x * carry**2, None
+
+    def plain(c0):
+        return lax.scan(f, c0, xs)[0]
+
+    def checkpointed(c0):
+        return segmented_scan(f, c0, xs, 12, segment)
+
+    np.testing.assert_allclose(checkpointed(0.3), plain(0.3), rtol=1e-6)
+    np.testing.assert_allclose(jax.grad(checkpointed)(0.3), jax.grad(plain)(0.3), rtol=1e-5)
+
+
+@pytest.mark.parametrize("backward", [sb.SharedBackward, sb.AutodiffBackward], ids=lambda b: b.__name__)
+@pytest.mark.parametrize("remat", [True, 5, 1])
+@pytest.mark.parametrize("flow", FLOWS, ids=lambda f: f.name)
+def test_checkpointed_update_equals_plain_for_every_flow(flow, remat, backward):
+    problem = pytree_problem()  # 15 steps: remat=True gives segments of 4 and a tail of 3
+    net = DictNet(4, 2, (16,), key=jax.random.key(3))
+    x0 = {"pos": jax.random.normal(jax.random.key(1), (5, 2)), "vel": jax.random.normal(jax.random.key(2), (5, 2))}
+    lp, up, ip = sb.value_and_update(flow, net, problem, x0, backward=backward())
+    lc, uc, ic = sb.value_and_update(flow, net, problem, x0, backward=backward(remat=remat))
+    assert float(lc) == float(lp)  # the forward pass is the same sequence of operations
+    assert_trees_close(uc, up, 1e-5)
+    np.testing.assert_allclose(float(ic.sq_norm), float(ip.sq_norm), rtol=1e-5)
+    np.testing.assert_allclose(float(ic.cosine), float(ip.cosine), rtol=1e-5)
+
+
+def _temp_bytes(n_steps: int, backward: sb.Backward) -> int:
+    task = cartpole.make_task(cartpole.CartPoleConfig(n_poles=1, n_steps=n_steps))
+    net = task.make_policy(jax.random.key(0))
+    x0 = task.sample_initial_states(jax.random.key(1), 8)
+    update = jax.jit(lambda p, x: sb.value_and_update(sb.C(), p, task.problem, x, backward=backward)[:2])
+    return update.lower(net, x0).compile().memory_analysis().temp_size_in_bytes
+
+
+@pytest.mark.parametrize("backward", [sb.SharedBackward, sb.AutodiffBackward], ids=lambda b: b.__name__)
+def test_checkpointed_memory_grows_like_the_square_root_of_the_horizon(backward):
+    plain = [_temp_bytes(n, backward()) for n in (400, 6400)]
+    checkpointed = [_temp_bytes(n, backward(remat=True)) for n in (400, 6400)]
+    assert plain[1] / plain[0] > 12  # 16x the steps: about 16x the memory
+    assert checkpointed[1] / checkpointed[0] < 6  # about sqrt(16) = 4x
+    assert checkpointed[1] < plain[1] / 10
