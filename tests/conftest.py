@@ -1,10 +1,11 @@
-"""Shared fixtures: reference data (the authors' TensorFlow outputs) and a float64 switch."""
+"""Shared fixtures: reference data (the authors' TensorFlow outputs), float64 switches, precision-aware tolerances."""
 
 from __future__ import annotations
 
 from pathlib import Path
 
 import jax
+import jax.numpy as jnp
 import numpy as np
 import pytest
 
@@ -26,3 +27,19 @@ def x64():
         yield
     finally:
         jax.config.update("jax_enable_x64", before)
+
+
+@pytest.fixture(params=["float32", "float64"])
+def dtype(request):
+    """Run a numerical test in each precision (float64 with 64-bit JAX turned on); yields the dtype."""
+    before = jax.config.read("jax_enable_x64")
+    jax.config.update("jax_enable_x64", request.param == "float64")
+    try:
+        yield jnp.dtype(request.param)
+    finally:
+        jax.config.update("jax_enable_x64", before)
+
+
+def tol(dtype, float32: float, float64: float) -> float:
+    """The tolerance for ``dtype``: float64 results are held to a far tighter bound."""
+    return float64 if jnp.dtype(dtype) == jnp.float64 else float32

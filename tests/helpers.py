@@ -13,8 +13,8 @@ def dense_leaves(net):
 
 
 def with_reference_weights(net, ref: dict, prefix: str = "w0_"):
-    """``net`` with its weights replaced by ``ref[prefix + '0'] ...`` (Keras layout)."""
-    arrays = [jnp.asarray(ref[f"{prefix}{i}"]) for i in range(len(dense_leaves(net)))]
+    """``net`` with its weights replaced by ``ref[prefix + '0'] ...`` (Keras layout), in the net's dtype."""
+    arrays = [jnp.asarray(ref[f"{prefix}{i}"], old.dtype) for i, old in enumerate(dense_leaves(net))]
     return eqx.tree_at(dense_leaves, net, arrays)
 
 

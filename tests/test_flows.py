@@ -9,6 +9,8 @@ import pytest
 import stablebptt as sb
 from stablebptt.networks import FunctionPolicy
 
+from .conftest import tol
+
 A, B = 0.9, 0.5
 X0 = np.array([0.7, -1.3, 0.4])
 Y = 0.2  # target of the final state
@@ -22,8 +24,8 @@ def problem(n):
     )
 
 
-def policy(theta):
-    return FunctionPolicy(lambda th, x: th * x, jnp.asarray(theta, jnp.float32))
+def policy(theta, dtype):
+    return FunctionPolicy(lambda th, x: th * x, jnp.asarray(theta, dtype))
 
 
 def closed_forms(theta, n):
@@ -42,11 +44,12 @@ def closed_forms(theta, n):
 @pytest.mark.parametrize("backward", [sb.SharedBackward(), sb.AutodiffBackward()], ids=["shared", "autodiff"])
 @pytest.mark.parametrize("n", [1, 2, 5, 12])
 @pytest.mark.parametrize("theta", [-0.6, 0.3])
-def test_single_flows_equal_closed_forms(backward, n, theta):
+def test_single_flows_equal_closed_forms(backward, n, theta, dtype):
     expected = closed_forms(theta, n)
     for name in "RMSN":
-        _, update, _ = sb.value_and_update(sb.flow_from_name(name), policy(theta), problem(n), jnp.asarray(X0, jnp.float32), backward=backward)
-        np.testing.assert_allclose(float(update.params), expected[name], rtol=2e-5, atol=1e-7, err_msg=name)
+        loss, update, _ = sb.value_and_update(sb.flow_from_name(name), policy(theta, dtype), problem(n), jnp.asarray(X0, dtype), backward=backward)
+        assert loss.dtype == update.params.dtype == dtype
+        np.testing.assert_allclose(float(update.params), expected[name], rtol=tol(dtype, 2e-5, 1e-12), atol=tol(dtype, 1e-7, 1e-15), err_msg=name)
 
 
 def test_flows_differ_where_they_should():
@@ -56,22 +59,22 @@ def test_flows_differ_where_they_should():
 
 
 @pytest.mark.parametrize("n", [1, 3, 8])
-def test_r_and_m_vanish_at_exact_solution(n):
+def test_r_and_m_vanish_at_exact_solution(n, dtype):
     # θ* = (y/x0)^(1/n)... is sample-dependent; with y = 0 the exact solution is θ* = −a/b (x_1 = 0).
     prob = sb.ControlProblem(step=lambda x, c: A * x + B * c, n_steps=n, final_loss=lambda x: 0.5 * jnp.mean(x**2))
-    x0 = jnp.asarray(X0, jnp.float32)
+    x0 = jnp.asarray(X0, dtype)
     for name in "RMC":
-        _, update, _ = sb.value_and_update(sb.flow_from_name(name), policy(-A / B), prob, x0)
-        assert abs(float(update.params)) < 1e-7, name
+        _, update, _ = sb.value_and_update(sb.flow_from_name(name), policy(-A / B, dtype), prob, x0)
+        assert abs(float(update.params)) < tol(dtype, 1e-7, 1e-16), name
     # ... but not away from it
-    _, update, _ = sb.value_and_update(sb.R(), policy(-A / B + 1.5), prob, x0)
+    _, update, _ = sb.value_and_update(sb.R(), policy(-A / B + 1.5, dtype), prob, x0)
     assert abs(float(update.params)) > 1e-3
 
 
-def test_combined_is_sign_rule_on_separate_passes():
-    two = sb.FunctionPolicy(lambda th, x: th[0] * x + th[1] * jnp.tanh(x), jnp.array([-1.5, -0.3], jnp.float32))
+def test_combined_is_sign_rule_on_separate_passes(dtype):
+    two = sb.FunctionPolicy(lambda th, x: th[0] * x + th[1] * jnp.tanh(x), jnp.array([-1.5, -0.3], dtype))
     prob = sb.ControlProblem(step=lambda x, c: A * x + B * c + 0.3 * jnp.sin(x), n_steps=6, final_loss=lambda x: 0.5 * jnp.mean((x - 1.5) ** 2))
-    x0 = jnp.asarray(X0, jnp.float32)
+    x0 = jnp.asarray(X0, dtype)
     _, m, _ = sb.value_and_update(sb.M(), two, prob, x0)
     _, r, _ = sb.value_and_update(sb.R(), two, prob, x0)
     _, c, info = sb.value_and_update(sb.C(), two, prob, x0)
@@ -79,10 +82,10 @@ def test_combined_is_sign_rule_on_separate_passes():
     # this point has one component where M and R agree in sign and one where they do not
     assert np.sign(m[0]) == np.sign(r[0]) and np.sign(m[1]) != np.sign(r[1])
     expected = np.where(np.sign(m) == np.sign(r), m, 0.0)
-    np.testing.assert_allclose(c, expected, rtol=1e-6)
+    np.testing.assert_allclose(c, expected, rtol=tol(dtype, 1e-6, 1e-13))
     cos = m @ r / np.linalg.norm(m) / np.linalg.norm(r)
-    np.testing.assert_allclose(float(info.cosine), cos, rtol=1e-5)
-    np.testing.assert_allclose(float(info.sq_norm), np.sum(c**2), rtol=1e-5)
+    np.testing.assert_allclose(float(info.cosine), cos, rtol=tol(dtype, 1e-5, 1e-13))
+    np.testing.assert_allclose(float(info.sq_norm), np.sum(c**2), rtol=tol(dtype, 1e-5, 1e-13))
 
 
 def test_sign_rule_cases():
@@ -116,15 +119,15 @@ def test_gated_schedules():
         sb.Gated(np.ones(3), 1.0).gate_schedule(n)
 
 
-def test_truncated_gradient_matches_closed_form():
+def test_truncated_gradient_matches_closed_form(dtype):
     # Truncation every k steps of R on the linear system: only the last segment's chain survives.
     n, k, theta = 6, 4, 0.3
-    _, update, _ = sb.value_and_update(sb.Truncated(k), policy(theta), problem(n), jnp.asarray(X0, jnp.float32))
+    _, update, _ = sb.value_and_update(sb.Truncated(k), policy(theta, dtype), problem(n), jnp.asarray(X0, dtype))
     kk = A + B * theta
     xs = np.array([kk**i * X0 for i in range(n + 1)])
     # cuts at steps 0 and 4: x_6 depends (with gradient) on c_4 (via x_5) and c_5 only.
     expected = np.mean((xs[n] - Y) * (kk * B * xs[4] + B * xs[5]))
-    np.testing.assert_allclose(float(update.params), expected, rtol=2e-5)
+    np.testing.assert_allclose(float(update.params), expected, rtol=tol(dtype, 2e-5, 1e-12))
 
 
 def test_flow_names():

@@ -10,19 +10,22 @@ import pytest
 import stablebptt as sb
 from stablebptt.networks import Conv
 
+from .conftest import tol
+
 
 @pytest.mark.parametrize(
     "window, strides, shape",
     [((3, 2), (2, 2), (5, 32, 2, 1)), ((3,), (2,), (5, 15, 60)), ((2, 3), (1, 2), (2, 9, 11, 4))],
 )
-def test_conv_equals_xla_convolution(window, strides, shape):
-    conv = Conv(shape[-1], 7, window, strides, key=jax.random.key(0), activation=jnp.tanh)
-    x = jax.random.normal(jax.random.key(1), shape)
+def test_conv_equals_xla_convolution(window, strides, shape, dtype):
+    conv = Conv(shape[-1], 7, window, strides, key=jax.random.key(0), activation=jnp.tanh, dtype=dtype)
+    x = jax.random.normal(jax.random.key(1), shape, dtype)
     spatial = "HWD"[: len(window)]
     want = jnp.tanh(
         jax.lax.conv_general_dilated(x, conv.kernel, strides, "VALID", dimension_numbers=("N" + spatial + "C", spatial + "IO", "N" + spatial + "C"))
     )
-    np.testing.assert_allclose(conv(x), want, atol=2e-6)
+    assert conv(x).dtype == dtype
+    np.testing.assert_allclose(conv(x), want, atol=tol(dtype, 2e-6, 1e-14))
     assert conv(x).shape == want.shape
 
 

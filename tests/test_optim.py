@@ -9,6 +9,8 @@ import pytest
 
 import stablebptt as sb
 
+from .conftest import tol
+
 
 def first_step(opt, g):
     params = jnp.zeros_like(g)
@@ -16,37 +18,39 @@ def first_step(opt, g):
     return np.asarray(updates)
 
 
-def test_keras_adam_first_step_closed_form():
+def test_keras_adam_first_step_closed_form(dtype):
     lr, b1, b2, eps = 1e-3, 0.9, 0.999, 1e-7
-    g = jnp.array([1e-7, -1e-5, 2.0, 0.0], jnp.float32)
+    g = jnp.array([1e-7, -1e-5, 2.0, 0.0], dtype)
     got = first_step(sb.keras_adam(lr, b1, b2, eps), g)
+    assert got.dtype == dtype
     # m = (1-b1) g, v = (1-b2) g², step = lr sqrt(1-b2)/(1-b1) m / (sqrt(v) + eps)
     gn = np.asarray(g, np.float64)
     want = -lr * np.sqrt(1 - b2) * gn / (np.sqrt(1 - b2) * np.abs(gn) + eps)
-    np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-12)
+    np.testing.assert_allclose(got, want, rtol=tol(dtype, 1e-5, 1e-13), atol=tol(dtype, 1e-12, 1e-18))
     # optax's form puts eps on the bias-corrected root: tiny gradients move weights ~16x more here
     ours, theirs = got[0], first_step(optax.adam(lr, b1, b2, eps), g)[0]
     assert abs(theirs) > 10 * abs(ours)
 
 
-def test_keras_adam_later_steps_follow_recursion():
+def test_keras_adam_later_steps_follow_recursion(dtype):
     lr, b1, b2, eps = 0.01, 0.8, 0.95, 1e-7
     opt = sb.keras_adam(lr, b1, b2, eps)
-    params = jnp.zeros(3)
+    params = jnp.zeros(3, dtype)
     state = opt.init(params)
     m = v = np.zeros(3)
     rng = np.random.default_rng(0)
     for t in range(1, 6):
-        g = rng.normal(size=3).astype(np.float32)
+        g = rng.normal(size=3).astype(dtype)
         updates, state = opt.update(jnp.asarray(g), state, params)
         m = b1 * m + (1 - b1) * g
         v = b2 * v + (1 - b2) * g**2
         want = -lr * np.sqrt(1 - b2**t) / (1 - b1**t) * m / (np.sqrt(v) + eps)
-        np.testing.assert_allclose(np.asarray(updates), want, rtol=1e-5)
+        assert updates.dtype == dtype
+        np.testing.assert_allclose(np.asarray(updates), want, rtol=tol(dtype, 1e-5, 1e-13))
 
 
-def test_clipping_acts_on_the_update():
-    g = {"a": jnp.array([3.0, -0.5]), "b": jnp.array([4.0])}
+def test_clipping_acts_on_the_update(dtype):
+    g = {"a": jnp.array([3.0, -0.5], dtype), "b": jnp.array([4.0], dtype)}
     value = sb.optim.clipping("value")
     norm = sb.optim.clipping("norm")
     u, _ = value.update(g, value.init(g))
@@ -54,8 +58,9 @@ def test_clipping_acts_on_the_update():
     np.testing.assert_allclose(u["b"], [1.0])
     u, _ = norm.update(g, norm.init(g))
     total = np.sqrt(3.0**2 + 0.5**2 + 4.0**2)
-    np.testing.assert_allclose(u["a"], np.array([3.0, -0.5]) / total, rtol=1e-6)
-    np.testing.assert_allclose(u["b"], np.array([4.0]) / total, rtol=1e-6)
+    assert u["a"].dtype == dtype
+    np.testing.assert_allclose(u["a"], np.array([3.0, -0.5]) / total, rtol=tol(dtype, 1e-6, 1e-15))
+    np.testing.assert_allclose(u["b"], np.array([4.0]) / total, rtol=tol(dtype, 1e-6, 1e-15))
 
 
 def test_bad_optimizer_settings():

@@ -18,18 +18,21 @@ from .helpers import dense_leaves, max_rel_err, with_reference_weights
 LETTERS = {"F": sb.R(), "P": sb.M(), "S": sb.S(), "C": sb.C()}
 
 
-@pytest.fixture(scope="module")
-def setup():
+@pytest.fixture
+def setup(dtype):
+    """Reference data cast to ``dtype``: float64 runs take the same float32 inputs, computed in float64."""
     ref = reference("cartpole_grads")
     config = cartpole.CartPoleConfig(n_poles=int(ref["NC"]), n_steps=int(ref["Nt"]), horizon=float(ref["T"]))
     task = cartpole.make_task(config)
-    net = with_reference_weights(task.make_policy(jax.random.key(0)), ref)
+    net = with_reference_weights(task.make_policy(jax.random.key(0), dtype), ref)
+    ref = {k: v.astype(dtype) if v.dtype == np.float32 else v for k, v in ref.items()}
     return ref, task, net
 
 
 def test_forward_rollout(setup):
     ref, task, net = setup
     traj = sb.rollout(net, task.problem.step, jnp.asarray(ref["x0"]), task.problem.n_steps)
+    assert traj.states.dtype == net.layers[0].kernel.dtype
     states = np.moveaxis(np.asarray(traj.states), 0, 1)
     forces = np.moveaxis(np.asarray(traj.controls), 0, 1)[..., 0]
     np.testing.assert_allclose(states, ref["rollout_states"], atol=2e-5)
@@ -43,6 +46,7 @@ def test_update_of_each_method(setup, letter, remat):
     ref, task, net = setup
     backward = sb.SharedBackward(remat=remat)
     loss, update, info = sb.value_and_update(LETTERS[letter], net, task.problem, jnp.asarray(ref["x0"]), backward=backward)
+    assert loss.dtype == update.layers[0].kernel.dtype == net.layers[0].kernel.dtype
     np.testing.assert_allclose(float(loss), float(ref[f"{letter}_loss"]), rtol=1e-6)
     for i, got in enumerate(dense_leaves(update)):
         assert max_rel_err(got, ref[f"{letter}_grad_{i}"]) < 1e-5, (letter, i)

@@ -10,7 +10,7 @@ import pytest
 import stablebptt as sb
 from stablebptt.tasks import cartpole
 
-from .conftest import reference
+from .conftest import reference, tol
 from .helpers import assert_trees_close, with_reference_weights
 
 
@@ -36,35 +36,40 @@ class DictNet(sb.DenseNet):
 FLOWS = [sb.R(), sb.M(), sb.S(), sb.N(), sb.C(), sb.Truncated(4), sb.Combined(sb.Truncated(5, sb.M()), sb.R())]
 
 
+def pytree_inputs(dtype):
+    net = DictNet(4, 2, (16,), key=jax.random.key(3), dtype=dtype)
+    x0 = {"pos": jax.random.normal(jax.random.key(1), (5, 2), dtype), "vel": jax.random.normal(jax.random.key(2), (5, 2), dtype)}
+    return net, x0
+
+
 @pytest.mark.parametrize("flow", FLOWS, ids=lambda f: f.name)
-def test_shared_backward_equals_autodiff_on_pytree_problem(flow):
+def test_shared_backward_equals_autodiff_on_pytree_problem(flow, dtype):
     problem = pytree_problem()
-    key = jax.random.key(3)
-    net = DictNet(4, 2, (16,), key=key)
-    x0 = {"pos": jax.random.normal(jax.random.key(1), (5, 2)), "vel": jax.random.normal(jax.random.key(2), (5, 2))}
+    net, x0 = pytree_inputs(dtype)
     la, ua, ia = sb.value_and_update(flow, net, problem, x0, backward=sb.AutodiffBackward())
     ls, us, is_ = sb.value_and_update(flow, net, problem, x0, backward=sb.SharedBackward())
-    np.testing.assert_allclose(float(ls), float(la), rtol=1e-6)
-    assert_trees_close(us, ua, 1e-5)
-    np.testing.assert_allclose(float(is_.sq_norm), float(ia.sq_norm), rtol=1e-5)
+    assert ls.dtype == dtype and all(a.dtype == dtype for a in jax.tree.leaves(us))
+    np.testing.assert_allclose(float(ls), float(la), rtol=tol(dtype, 1e-6, 1e-14))
+    assert_trees_close(us, ua, tol(dtype, 1e-5, 1e-12))
+    np.testing.assert_allclose(float(is_.sq_norm), float(ia.sq_norm), rtol=tol(dtype, 1e-5, 1e-12))
 
 
-def test_random_gate_schedule_matches_autodiff():
+def test_random_gate_schedule_matches_autodiff(dtype):
     problem = pytree_problem()
     rng = np.random.default_rng(0)
     flow = sb.Gated(rng.uniform(0, 1, 15), rng.uniform(0, 1, 15))
-    net = DictNet(4, 2, (8,), key=jax.random.key(0))
-    x0 = {"pos": jnp.ones((3, 2)), "vel": -jnp.ones((3, 2))}
+    net = DictNet(4, 2, (8,), key=jax.random.key(0), dtype=dtype)
+    x0 = {"pos": jnp.ones((3, 2), dtype), "vel": -jnp.ones((3, 2), dtype)}
     _, ua, _ = sb.value_and_update(flow, net, problem, x0, backward=sb.AutodiffBackward())
     _, us, _ = sb.value_and_update(flow, net, problem, x0)
-    assert_trees_close(us, ua, 1e-5)
+    assert_trees_close(us, ua, tol(dtype, 1e-5, 1e-12))
 
 
-def test_combined_equals_two_separate_passes_on_cartpole():
+def test_combined_equals_two_separate_passes_on_cartpole(dtype):
     ref = reference("cartpole_grads")
     task = cartpole.make_task(cartpole.CartPoleConfig(n_poles=2))
-    net = with_reference_weights(task.make_policy(jax.random.key(0)), ref)
-    x0 = jnp.asarray(ref["x0"])
+    net = with_reference_weights(task.make_policy(jax.random.key(0), dtype), ref)
+    x0 = jnp.asarray(ref["x0"], dtype)
     # two independent programs, as the authors compute C
     _, m, _ = sb.value_and_update(sb.M(), net, task.problem, x0, backward=sb.AutodiffBackward())
     _, r, _ = sb.value_and_update(sb.R(), net, task.problem, x0, backward=sb.AutodiffBackward())
@@ -76,11 +81,11 @@ def test_combined_equals_two_separate_passes_on_cartpole():
         # everywhere else the two computations must make the same choice and agree in value.
         certain = np.abs(rr) > 1e-4 * np.abs(rr).max()
         assert certain.mean() > 0.9
-        np.testing.assert_allclose(cc[certain], expected[certain], rtol=1e-4, atol=1e-6 * np.abs(mm).max())
+        np.testing.assert_allclose(cc[certain], expected[certain], rtol=tol(dtype, 1e-4, 1e-11), atol=tol(dtype, 1e-6, 1e-13) * np.abs(mm).max())
         assert np.all((cc == 0) | np.isclose(cc, mm, rtol=1e-4, atol=1e-6 * np.abs(mm).max()))
     flat = lambda t: np.concatenate([np.ravel(a) for a in jax.tree.leaves(t)])  # noqa: E731
     cos = flat(m) @ flat(r) / np.linalg.norm(flat(m)) / np.linalg.norm(flat(r))
-    np.testing.assert_allclose(float(info.cosine), cos, rtol=1e-5)
+    np.testing.assert_allclose(float(info.cosine), cos, rtol=tol(dtype, 1e-5, 1e-12))
 
 
 def test_loss_is_the_same_for_every_flow():

@@ -34,6 +34,7 @@ from .flows import (
 )
 from .networks import DenseNet, FunctionPolicy
 from .optim import keras_adam, make_optimizer, scale_by_keras_adam
+from .precision import float64, set_float64
 from .problem import ControlProblem
 from .rollout import Trajectory, rollout, rollout_loss
 from .tasks import Task, make_task
@@ -67,6 +68,7 @@ __all__ = [
     "Truncated",
     "UpdateInfo",
     "combine_by_sign",
+    "float64",
     "flow_from_name",
     "gate",
     "keras_adam",
@@ -75,6 +77,7 @@ __all__ = [
     "rollout",
     "rollout_loss",
     "scale_by_keras_adam",
+    "set_float64",
     "train",
     "train_batched",
     "value_and_update",

@@ -10,36 +10,37 @@ import pytest
 import stablebptt as sb
 from stablebptt.tasks import cartpole
 
-from ..conftest import reference
+from ..conftest import reference, tol
 from ..helpers import assert_regular_gradient_matches_finite_differences
 
 
 @pytest.mark.parametrize("poles", [1, 2, 3, 4])
-def test_step_and_rollout_match_reference(poles):
+def test_step_and_rollout_match_reference(poles, dtype):
     ref = reference("cartpole_step")
     config = cartpole.CartPoleConfig(n_poles=poles)
     assert config.dt == pytest.approx(float(ref["dt"]))
-    x1 = cartpole.step(config, jnp.asarray(ref[f"poles{poles}_x0"]), jnp.asarray(ref[f"poles{poles}_u"]))
+    x1 = cartpole.step(config, jnp.asarray(ref[f"poles{poles}_x0"], dtype), jnp.asarray(ref[f"poles{poles}_u"], dtype))
+    assert x1.dtype == dtype
     np.testing.assert_allclose(x1, ref[f"poles{poles}_x1"], atol=1e-6)
-    x = jnp.asarray(ref[f"poles{poles}_x0"])
+    x = jnp.asarray(ref[f"poles{poles}_x0"], dtype)
     forces = ref[f"poles{poles}_U"]
     for n in range(forces.shape[1]):
-        x = cartpole.step(config, x, jnp.asarray(forces[:, n]))
+        x = cartpole.step(config, x, jnp.asarray(forces[:, n], dtype))
         np.testing.assert_allclose(x, ref[f"poles{poles}_rollout"][:, n + 1], atol=3e-6)
 
 
 @pytest.mark.parametrize("poles", [1, 3])
-def test_equilibria(poles):
+def test_equilibria(poles, dtype):
     config = cartpole.CartPoleConfig(n_poles=poles)
-    force = jnp.zeros(2)
-    upright = jnp.zeros((2, 1 + poles, 2))
+    force = jnp.zeros(2, dtype)
+    upright = jnp.zeros((2, 1 + poles, 2), dtype)
     hanging = upright.at[:, 1:, 0].set(jnp.pi)
     up, down = upright, hanging
     for _ in range(100):
         up = cartpole.step(config, up, force)
         down = cartpole.step(config, down, force)
     np.testing.assert_array_equal(up, upright)  # exactly: every term vanishes
-    np.testing.assert_allclose(down, hanging, atol=1e-5)  # float32 sin(π) ≠ 0, the pendulum stays down
+    np.testing.assert_allclose(down, hanging, atol=tol(dtype, 1e-5, 1e-13))  # rounded sin(π) ≠ 0, the pendulum stays down
     # ... while a slightly tilted upright pole falls (the equilibrium is unstable)
     tilted = upright.at[:, 1, 0].set(0.01)
     for _ in range(100):

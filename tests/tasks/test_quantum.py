@@ -10,53 +10,55 @@ import pytest
 import stablebptt as sb
 from stablebptt.tasks import quantum
 
-from ..conftest import reference
+from ..conftest import reference, tol
 from ..helpers import assert_regular_gradient_matches_finite_differences
 
 CONFIG = quantum.QuantumConfig()
 
 
-def test_grid_eigenstates_step_and_rollout_match_reference():
+def test_grid_eigenstates_step_and_rollout_match_reference(dtype):
     ref = reference("quantum_step")
     assert CONFIG.dt == pytest.approx(float(ref["dt"]))
-    np.testing.assert_allclose(quantum.grid(CONFIG), ref["x_grid"], atol=1e-7)
+    np.testing.assert_allclose(quantum.grid(CONFIG, dtype), ref["x_grid"], atol=1e-7)
     for k in range(1, 5):
-        np.testing.assert_allclose(quantum.eigenstate(CONFIG, k), ref[f"eigenstate_{k}"], atol=2e-7)
-    np.testing.assert_allclose(quantum.step(CONFIG, jnp.asarray(ref["x0"]), jnp.asarray(ref["u"])), ref["x1"], atol=1e-6)
-    x = jnp.asarray(ref["x0"])
+        np.testing.assert_allclose(quantum.eigenstate(CONFIG, k, dtype), ref[f"eigenstate_{k}"], atol=2e-7)
+    x1 = quantum.step(CONFIG, jnp.asarray(ref["x0"], dtype), jnp.asarray(ref["u"], dtype))
+    assert x1.dtype == dtype
+    np.testing.assert_allclose(x1, ref["x1"], atol=1e-6)
+    x = jnp.asarray(ref["x0"], dtype)
     for n in range(ref["U"].shape[1]):
-        x = quantum.step(CONFIG, x, jnp.asarray(ref["U"][:, n]))
+        x = quantum.step(CONFIG, x, jnp.asarray(ref["U"][:, n], dtype))
         np.testing.assert_allclose(x, ref["rollout"][:, n + 1], atol=3e-6)
 
 
-def test_norm_is_kept_over_128_steps_with_random_controls():
-    x = quantum.sample_initial_states(CONFIG, jax.random.key(0), 16)
-    np.testing.assert_allclose(jnp.sum(x**2, axis=(1, 2)), 1.0, atol=1e-6)
-    controls = 10 * jax.random.normal(jax.random.key(1), (128, 16))
+def test_norm_is_kept_over_128_steps_with_random_controls(dtype):
+    x = quantum.sample_initial_states(CONFIG, jax.random.key(0), 16, dtype)
+    np.testing.assert_allclose(jnp.sum(x**2, axis=(1, 2)), 1.0, atol=tol(dtype, 1e-6, 1e-14))
+    controls = 10 * jax.random.normal(jax.random.key(1), (128, 16), dtype)
     for t in range(128):
         x = quantum.step(CONFIG, x, controls[t])
-        # float32 rounding: a few ulps per step
-        assert float(jnp.max(jnp.abs(jnp.sum(x**2, axis=(1, 2)) - 1))) < 2e-5
+        # rounding: a few ulps per step (Crank–Nicolson is unitary)
+        assert float(jnp.max(jnp.abs(jnp.sum(x**2, axis=(1, 2)) - 1))) < tol(dtype, 2e-5, 1e-13)
     # the controls did something: the state is far from where it started
     assert float(jnp.mean(quantum.infidelity(quantum.QuantumConfig(target=1), x))) > 0.1
 
 
-def all_eigenstates():
-    return jnp.stack([quantum.eigenstate(CONFIG, k) for k in range(1, CONFIG.n_points + 1)])
+def all_eigenstates(dtype):
+    return jnp.stack([quantum.eigenstate(CONFIG, k, dtype) for k in range(1, CONFIG.n_points + 1)])
 
 
-def test_eigenstates_are_orthonormal():
-    phis = all_eigenstates()
-    np.testing.assert_allclose(phis @ phis.T, np.eye(CONFIG.n_points), atol=1e-6)
+def test_eigenstates_are_orthonormal(dtype):
+    phis = all_eigenstates(dtype)
+    np.testing.assert_allclose(phis @ phis.T, np.eye(CONFIG.n_points), atol=tol(dtype, 1e-6, 1e-13))
 
 
-def test_zero_control_keeps_every_eigenstate_up_to_phase():
-    phis = all_eigenstates()
+def test_zero_control_keeps_every_eigenstate_up_to_phase(dtype):
+    phis = all_eigenstates(dtype)
     x = jnp.stack([phis, jnp.zeros_like(phis)], axis=-1)
     for _ in range(128):
-        x = quantum.step(CONFIG, x, jnp.zeros(CONFIG.n_points))
+        x = quantum.step(CONFIG, x, jnp.zeros(CONFIG.n_points, dtype))
     overlap = (x[..., 0] * phis).sum(1) ** 2 + (x[..., 1] * phis).sum(1) ** 2
-    np.testing.assert_allclose(overlap, 1.0, atol=1e-4)
+    np.testing.assert_allclose(overlap, 1.0, atol=tol(dtype, 1e-4, 1e-11))
     # ... with a phase that does turn: the imaginary part is not zero any more
     assert float(jnp.max(jnp.abs(x[..., 1]))) > 0.1
 
@@ -96,8 +98,8 @@ def test_loss_at_the_target_in_float32_is_rounding():
 
 
 def test_sampler_superposes_the_two_lowest_states():
-    x = quantum.sample_initial_states(CONFIG, jax.random.key(3), 512)
-    phis = all_eigenstates()
+    x = quantum.sample_initial_states(CONFIG, jax.random.key(3), 512, jnp.float32)
+    phis = all_eigenstates(jnp.float32)
     weights = jnp.einsum("bjc,kj->bkc", x, phis)
     power = jnp.sum(weights**2, axis=-1)  # (batch, k)
     np.testing.assert_allclose(power[:, 0] + power[:, 1], 1.0, atol=1e-5)

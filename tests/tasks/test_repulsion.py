@@ -12,19 +12,21 @@ import pytest
 import stablebptt as sb
 from stablebptt.tasks import repulsion
 
-from ..conftest import reference
+from ..conftest import reference, tol
 from ..helpers import assert_regular_gradient_matches_finite_differences
 
 CONFIG = repulsion.RepulsionConfig()
 
 
-def test_step_and_rollout_match_reference():
+def test_step_and_rollout_match_reference(dtype):
     ref = reference("repulsion_step")
     assert CONFIG.dt == pytest.approx(float(ref["dt"]))
-    np.testing.assert_allclose(repulsion.step(CONFIG, jnp.asarray(ref["x0"]), jnp.asarray(ref["u"])), ref["x1"], atol=1e-6)
-    x = jnp.asarray(ref["x0"])
+    x1 = repulsion.step(CONFIG, jnp.asarray(ref["x0"], dtype), jnp.asarray(ref["u"], dtype))
+    assert x1.dtype == dtype
+    np.testing.assert_allclose(x1, ref["x1"], atol=1e-6)
+    x = jnp.asarray(ref["x0"], dtype)
     for n in range(ref["U"].shape[1]):
-        x = repulsion.step(CONFIG, x, jnp.asarray(ref["U"][:, n]))
+        x = repulsion.step(CONFIG, x, jnp.asarray(ref["U"][:, n], dtype))
         np.testing.assert_allclose(x, ref["rollout"][:, n + 1], atol=5e-6, rtol=1e-5)
 
 
@@ -36,28 +38,29 @@ def roll(x, controls, config=CONFIG):
     return jnp.stack(out)
 
 
-def random_setup(key, steps=20):
+def random_setup(key, dtype, steps=20):
     k1, k2 = jax.random.split(key)
-    x0 = repulsion.sample_initial_states(CONFIG, k1, 5)
-    x0 = x0.at[:, :, 1, :].set(0.3 * jax.random.normal(k2, x0[:, :, 1, :].shape))
-    controls = jax.random.normal(jax.random.key(9), (steps, 5, CONFIG.n_drivers, 2))
+    x0 = repulsion.sample_initial_states(CONFIG, k1, 5, dtype)
+    x0 = x0.at[:, :, 1, :].set(0.3 * jax.random.normal(k2, x0[:, :, 1, :].shape, dtype))
+    controls = jax.random.normal(jax.random.key(9), (steps, 5, CONFIG.n_drivers, 2), dtype)
     return x0, controls
 
 
-def test_rotating_the_start_rotates_the_trajectory():
-    x0, controls = random_setup(jax.random.key(0))
+def test_rotating_the_start_rotates_the_trajectory(dtype):
+    x0, controls = random_setup(jax.random.key(0), dtype)
     rot = lambda s: jnp.stack([-s[..., 1], s[..., 0]], axis=-1)  # noqa: E731  (90°: (x, y) → (−y, x))
     plain = roll(x0, controls)
     turned = roll(rot(x0), controls)
-    np.testing.assert_allclose(turned, rot(plain), atol=2e-5)
+    assert plain.dtype == dtype
+    np.testing.assert_allclose(turned, rot(plain), atol=tol(dtype, 2e-5, 1e-12))
     assert float(jnp.max(jnp.abs(plain[-1] - x0))) > 0.5  # things moved
 
 
-def test_permuting_evaders_permutes_the_trajectory():
-    x0, controls = random_setup(jax.random.key(1))
+def test_permuting_evaders_permutes_the_trajectory(dtype):
+    x0, controls = random_setup(jax.random.key(1), dtype)
     nd = CONFIG.n_drivers
     order = np.r_[np.arange(nd), nd + np.array([2, 0, 3, 1])]
-    np.testing.assert_allclose(roll(x0[:, order], controls), roll(x0, controls)[:, :, order], atol=2e-5)
+    np.testing.assert_allclose(roll(x0[:, order], controls), roll(x0, controls)[:, :, order], atol=tol(dtype, 2e-5, 1e-12))
 
 
 def isolated(term: str) -> repulsion.RepulsionConfig:

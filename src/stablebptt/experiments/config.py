@@ -96,7 +96,7 @@ class RunConfig:
     def jnp_dtype(self):
         if self.dtype == "float64" and not jax.config.read("jax_enable_x64"):
             raise ValueError(
-                "dtype float64 needs 64-bit JAX: pass --x64 or call jax.config.update('jax_enable_x64', True) first"
+                "dtype float64 needs 64-bit JAX: pass --x64, or call stablebptt.set_float64() (or use 'with stablebptt.float64():') first"
             )
         return {"float32": jax.numpy.float32, "float64": jax.numpy.float64}[self.dtype]
 
