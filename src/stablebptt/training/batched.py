@@ -22,6 +22,7 @@ from ..flows import Flow
 from ..problem import ControlProblem
 from ..updates import Backward, SharedBackward, trainable
 from .batching import batch_count, split_batches
+from .sharding import data_mesh, replicate, shard_leading
 from .trainer import TrainResult, epoch_row, make_epoch_functions, row_is_finite
 
 __all__ = ["train_batched"]
@@ -47,6 +48,7 @@ def train_batched(
     batch_size: int = 8,
     on_epoch: Callable[[list[dict | None]], None] | None = None,
     backward: Backward = SharedBackward(),
+    devices: Sequence[jax.Device] | None = None,
 ) -> list[TrainResult]:
     """Train ``len(policies)`` runs together; run ``i`` is ``(policies[i], train_xs[i], test_xs[i], optimizers[i])``.
 
@@ -57,7 +59,8 @@ def train_batched(
     A run whose loss becomes non-finite is marked (``diverged_at_epoch``) and
     its history ends there; the others go on. ``on_epoch`` receives one row
     per run each epoch (None for runs that have already diverged); ``seconds``
-    is the wall time of the whole batched epoch.
+    is the wall time of the whole batched epoch. ``devices``: as for
+    :func:`stablebptt.train`, every run's mini-batches are split across them.
     """
     n = len(policies)
     if n < 1 or not (len(train_xs) == len(test_xs) == len(optimizers) == n):
@@ -77,9 +80,10 @@ def train_batched(
         raise ValueError("train_batched: optimizers must be built alike (make_optimizer with the same adam form)")
 
     fns = make_epoch_functions(policies[0], problem, flow, optimizers[0], backward=backward)
-    params = _stack(params_list)
-    opt_state = _stack(opt_states)
-    batches = _stack([split_batches(x, batch_size) for x in train_xs])
+    mesh = data_mesh(batch_size, devices)
+    params, opt_state = replicate((_stack(params_list), _stack(opt_states)), mesh)
+    batches = shard_leading(_stack([split_batches(x, batch_size) for x in train_xs]), mesh, axis=2)
+    train_xs, test_xs = shard_leading((list(train_xs), list(test_xs)), mesh)
 
     t0 = time.perf_counter()
     train_epoch = jax.jit(jax.vmap(fns.train_epoch)).lower(params, opt_state, batches).compile()
@@ -124,6 +128,7 @@ def train_batched(
             initial[i],
             compile_seconds,
             diverged[i],
+            n_devices=1 if mesh is None else mesh.devices.size,
         )
         for i in range(n)
     ]

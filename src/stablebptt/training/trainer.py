@@ -22,6 +22,7 @@ from ..problem import ControlProblem
 from ..rollout import rollout_loss
 from ..updates import Backward, SharedBackward, trainable, value_and_update
 from .batching import batch_count, split_batches
+from .sharding import data_mesh, replicate, shard_leading
 
 __all__ = [
     "METRIC_COLUMNS",
@@ -136,6 +137,7 @@ class TrainResult:
     compile_seconds: time spent compiling the epoch program.
     diverged_at_epoch: the epoch whose loss was not finite (batched training
         only; :func:`train` raises :class:`NonFiniteLossError` instead).
+    n_devices: how many devices each mini-batch was split across.
     """
 
     policy: Any
@@ -144,6 +146,7 @@ class TrainResult:
     initial: dict
     compile_seconds: float
     diverged_at_epoch: int | None = None
+    n_devices: int = 1
 
 
 def _leading(x: Any) -> int:
@@ -162,6 +165,7 @@ def train(
     batch_size: int = 8,
     on_epoch: Callable[[dict], None] | None = None,
     backward: Backward = SharedBackward(),
+    devices: Sequence[jax.Device] | None = None,
 ) -> TrainResult:
     """Train ``policy`` on ``problem`` with the paper's protocol.
 
@@ -175,6 +179,9 @@ def train(
         batch_size: samples per update; mini-batches are taken in the stored order.
         on_epoch: called with each epoch's metrics dict right after the epoch.
         backward: how the backward passes are computed (default: shared forward pass).
+        devices: split each mini-batch across these devices (data parallel,
+            :mod:`stablebptt.training.sharding`); default: as many visible
+            devices as divide ``batch_size``. ``[jax.devices()[0]]`` forces one.
 
     Raises:
         NonFiniteLossError: a loss became NaN or infinite; the epoch's row has
@@ -187,9 +194,12 @@ def train(
         raise ValueError("the test set is empty; give at least one test sample")
 
     fns = make_epoch_functions(policy, problem, flow, optimizer, backward=backward)
+    mesh = data_mesh(batch_size, devices)
     params, _ = trainable(policy)
     opt_state = optimizer.init(params)
-    batches = split_batches(train_x, batch_size)
+    params, opt_state = replicate((params, opt_state), mesh)
+    batches = shard_leading(split_batches(train_x, batch_size), mesh, axis=1)
+    train_x, test_x = shard_leading((train_x, test_x), mesh)
 
     t0 = time.perf_counter()
     train_epoch = jax.jit(fns.train_epoch).lower(params, opt_state, batches).compile()
@@ -212,4 +222,5 @@ def train(
         if not row_is_finite(row):
             raise NonFiniteLossError(epoch, history)
 
-    return TrainResult(eqx.combine(params, fns.static), opt_state, history, initial, compile_seconds)
+    n_devices = 1 if mesh is None else mesh.devices.size
+    return TrainResult(eqx.combine(params, fns.static), opt_state, history, initial, compile_seconds, n_devices=n_devices)
