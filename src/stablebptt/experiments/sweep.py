@@ -14,14 +14,20 @@ Layout of a sweep directory::
     runs/<level>/<method>-<clip>-seed<k>/   one run directory each
     table.csv, table.md            final test loss, mean ± std over seeds
     figure.png                     one panel per difficulty (+ update sizes for quantum)
+
+Where the groups train is a *backend*: :class:`LocalBackend` (this process,
+one group after another) or :class:`stablebptt.experiments.ray_backend.RayBackend`
+(a Ray cluster). Either way the results land in the same layout, and which
+runs still need training is decided here, once.
 """
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import json
 from pathlib import Path
-from typing import Any, Callable, NamedTuple
+from typing import Any, Callable, Iterator, NamedTuple, Protocol, Sequence
 
 from tqdm.auto import tqdm
 
@@ -34,7 +40,22 @@ from . import rundir
 from .config import RunConfig
 from .single import RunWriter, build, train_run
 
-__all__ = ["Experiment", "EXPERIMENTS", "PRESETS", "SweepSpec", "Run", "SWEEP_CONFIG", "run_sweep", "finished_runs"]
+__all__ = [
+    "Experiment",
+    "EXPERIMENTS",
+    "PRESETS",
+    "SweepSpec",
+    "Run",
+    "SWEEP_CONFIG",
+    "run_sweep",
+    "finished_runs",
+    "train_group",
+    "group_name",
+    "Backend",
+    "LocalBackend",
+    "GroupsFailedError",
+    "make_backend",
+]
 
 SWEEP_CONFIG = "sweep.json"
 PRESETS = ("quick", "paper")
@@ -255,6 +276,7 @@ def _train_group(runs: list[Run], out: Path, on_epoch: Callable[[], None]) -> No
             epochs=config.epochs,
             batch_size=config.batch_size,
             on_epoch=record,
+            backward=config.backward(),
         )
     except BaseException:
         for writer in writers:
@@ -271,6 +293,84 @@ def _train_group(runs: list[Run], out: Path, on_epoch: Callable[[], None]) -> No
         )
 
 
+def train_group(group: list[Run], out: Path, *, batched: bool = True, on_epochs: Callable[[int], None] = lambda n: None) -> None:
+    """Train one group's runs into their directories under ``out``.
+
+    ``batched=False`` trains them one after another with :func:`train_run`.
+    A diverged run is written with status ``"diverged"`` either way.
+    ``on_epochs(n)`` reports ``n`` more finished run-epochs.
+    """
+    if batched:
+        _train_group(group, out, lambda: on_epochs(len(group)))
+        return
+    for run in group:
+        try:
+            train_run(run.config, out / run.path, overwrite=True, progress=False, say=lambda _: None)
+        except NonFiniteLossError:
+            pass  # recorded in the run directory as diverged
+        on_epochs(run.config.epochs)
+
+
+def group_name(group: list[Run]) -> str:
+    """``"poles2 C"``: the difficulty folder and the method that a group shares."""
+    return f"{group[0].path.split('/')[1]} {group[0].method}"
+
+
+class GroupsFailedError(RuntimeError):
+    """Groups that could not be trained; every other group's runs were written.
+
+    ``failures`` holds ``(group name, reason)`` pairs.
+    """
+
+    def __init__(self, failures: list[tuple[str, str]]):
+        self.failures = failures
+        listed = "; ".join(f"{name}: {reason}" for name, reason in failures)
+        super().__init__(
+            f"{len(failures)} group(s) of runs failed and were not written ({listed}); "
+            "the other groups' runs are in place: run the same command again to retry the failed ones"
+        )
+
+
+class Backend(Protocol):
+    """Where a sweep's groups train.
+
+    :meth:`train_groups` trains ``groups`` into their run directories under
+    ``out``, calls ``progress(group, n)`` for ``n`` more finished run-epochs
+    of ``group``, and yields each group once all its runs are written. It
+    raises :class:`GroupsFailedError` at the end if some groups failed.
+    """
+
+    def train_groups(
+        self, groups: Sequence[list[Run]], out: Path, *, batched: bool, progress: Callable[[list[Run], int], None]
+    ) -> Iterator[list[Run]]: ...
+
+
+@dataclasses.dataclass(frozen=True)
+class LocalBackend:
+    """Train the groups in this process, one after another."""
+
+    def train_groups(
+        self, groups: Sequence[list[Run]], out: Path, *, batched: bool, progress: Callable[[list[Run], int], None]
+    ) -> Iterator[list[Run]]:
+        for group in groups:
+            progress(group, 0)  # shows the group while it compiles
+            train_group(group, out, batched=batched, on_epochs=lambda n, g=group: progress(g, n))
+            yield group
+
+
+def make_backend(name: str, **options: Any) -> Backend:
+    """``"local"`` → :class:`LocalBackend`; ``"ray"`` → ``RayBackend(**options)`` (e.g. ``address=``)."""
+    if name == "local":
+        if options:
+            raise ValueError(f"the local backend takes no options (got {', '.join(sorted(options))})")
+        return LocalBackend()
+    if name == "ray":
+        from .ray_backend import RayBackend
+
+        return RayBackend(**options)
+    raise ValueError(f"unknown backend {name!r}; choose local or ray")
+
+
 def run_sweep(
     spec: SweepSpec,
     out: Path,
@@ -278,12 +378,18 @@ def run_sweep(
     batched: bool = True,
     progress: bool = True,
     say: Callable[[str], None] = print,
+    backend: Backend | str = "local",
 ) -> list[Run]:
     """Train every unfinished run of ``spec`` into ``out``; returns the runs trained now.
 
     ``batched=False`` trains the same runs one after another with
-    :func:`stablebptt.experiments.train_run` (for comparison).
+    :func:`stablebptt.experiments.train_run` (for comparison). ``backend``
+    (a :class:`Backend` or its name, ``"local"`` or ``"ray"``) says where the
+    groups train. Raises :class:`GroupsFailedError` after writing every
+    group that finished if some could not be trained.
     """
+    if isinstance(backend, str):
+        backend = make_backend(backend)
     out = Path(out)
     _check_dir(out, spec)
     out.mkdir(parents=True, exist_ok=True)
@@ -296,20 +402,16 @@ def run_sweep(
     remaining = sum(len(g) for g in todo)
     say(f"{spec.experiment} sweep ({spec.preset}): {total - remaining} of {total} runs finished, {remaining} to train")
     bar = tqdm(total=remaining * spec.epochs, unit="run-epoch", disable=not progress, desc=spec.experiment)
+
+    def advance(group: list[Run], n: int) -> None:
+        bar.set_postfix_str(group_name(group), refresh=n == 0)
+        bar.update(n)
+
     trained: list[Run] = []
     try:
-        for group in todo:
-            bar.set_postfix_str(f"{group[0].path.split('/')[1]} {group[0].method}")
-            if batched:
-                _train_group(group, out, lambda n=len(group): bar.update(n))
-            else:
-                for run in group:
-                    try:
-                        train_run(run.config, out / run.path, overwrite=True, progress=False, say=lambda _: None)
-                    except NonFiniteLossError:
-                        pass  # recorded in the run directory as diverged
-                    bar.update(spec.epochs)
-            trained.extend(group)
+        with contextlib.closing(backend.train_groups(todo, out, batched=batched, progress=advance)) as groups:
+            for group in groups:
+                trained.extend(group)
     finally:
         bar.close()
     return trained
