@@ -268,10 +268,27 @@ def test_x64_end_to_end(capsys, tmp_path, x64):
     assert stdout.strip() == f"test loss {history[-1]['test_loss']!r}"
 
 
+def test_remat_option_gives_the_plain_numbers(capsys, tmp_path):
+    from stablebptt.experiments.rundir import read_metrics
+
+    code, _, _ = run(capsys, "train", "cartpole", *SMALL, "--out", tmp_path / "plain")
+    assert code == 0
+    for argv, segment in ((["--remat"], 5), (["--remat", "3"], 3)):  # 20 steps: ceil(sqrt(20)) = 5
+        out = tmp_path / f"remat{segment}"
+        code, _, _ = run(capsys, "train", "cartpole", *SMALL, *argv, "--out", out)
+        assert code == 0
+        assert json.loads((out / "config.json").read_text())["remat"] == segment
+        plain, checkpointed = read_metrics(tmp_path / "plain" / "metrics.csv"), read_metrics(out / "metrics.csv")
+        for a, b in zip(plain, checkpointed, strict=True):
+            for key in ("batch_loss", "train_loss", "test_loss", "update_sq_norm", "cosine_mr"):
+                assert b[key] == pytest.approx(a[key], rel=1e-5)
+
+
 @pytest.mark.parametrize(
     "argv, message",
     [
         (["reproduce", "pendulum"], "invalid choice: 'pendulum'"),
+        (["train", "cartpole", "--remat", "0"], "argument --remat: 0 must be a positive integer"),
         (["reproduce", "cartpole", "--preset", "fast"], "invalid choice: 'fast'"),
         (["reproduce", "cartpole", "--seeds", "0"], "0 must be a positive integer"),
         (["reproduce", "toy", "--seeds", "2"], "reproduce toy takes no --seeds"),

@@ -71,6 +71,20 @@ def _number(kind: type):
     return parse
 
 
+def _names(kind: str):
+    """A comma-separated list of task or method names, checked against the valid ones."""
+
+    def parse(text: str) -> list[str]:
+        from .experiments.bench import parse_names
+
+        try:
+            return parse_names(text, kind)
+        except ValueError as err:
+            raise argparse.ArgumentTypeError(str(err)) from None
+
+    return parse
+
+
 def _add_training_options(p: argparse.ArgumentParser, *, with_method: bool) -> None:
     from .flows import FLOW_NAMES
     from .optim import ADAM_FORMS, CLIP_MODES
@@ -86,6 +100,10 @@ def _add_training_options(p: argparse.ArgumentParser, *, with_method: bool) -> N
     p.add_argument("--n-test", type=_positive_int, metavar="N", default=256, help="test initial states (default 256)")
     p.add_argument("--adam", default="keras", choices=ADAM_FORMS, help="Adam's epsilon form (default keras, as published)")
     p.add_argument("--x64", action="store_true", help="compute in float64")
+    p.add_argument(
+        "--remat", type=_positive_int, nargs="?", const=True, default=0, metavar="K",
+        help="checkpoint the rollout in segments of K steps (default K = ceil(sqrt(steps))): memory ~ sqrt(steps) for ~1 extra forward pass",
+    )  # fmt: skip
     p.add_argument("--overwrite", action="store_true", help="replace a different run already in --out")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
 
@@ -125,12 +143,21 @@ def build_parser() -> argparse.ArgumentParser:
     reproduce.add_argument("--one-by-one", action="store_true", help="train runs one after another instead of batched (for timing)")
     reproduce.add_argument("--x64", action="store_true", help="compute in float64")
     reproduce.add_argument("--quiet", action="store_true", help="no progress bar")
+    reproduce.add_argument("--backend", choices=("local", "ray"), default=None, help="where groups of runs train: local (default) or ray (a Ray cluster)")
+    reproduce.add_argument("--address", metavar="ADDR", default=None, help="with --backend ray: auto, HOST:PORT or ray://HOST:PORT (default: a new local Ray)")
 
     animate = commands.add_parser("animate", help="animate a trained controller (GIF)")
     animate.add_argument("run_dir", type=Path, metavar="DIR", help="a finished run directory")
     animate.add_argument("--out", type=Path, metavar="FILE", default=None, help="GIF to write (default DIR/animation.gif)")
     animate.add_argument("--sample", type=int, metavar="I", default=0, help="which test state to start from (default 0)")
     animate.add_argument("--fps", type=_positive_int, metavar="N", default=20, help="frames per second (default 20)")
+
+    bench = commands.add_parser("bench", help="seconds per epoch, updates/s and GFLOP/s of every task and method at the paper's settings")
+    bench.add_argument("--tasks", type=_names("task"), metavar="LIST", default="cartpole,repulsion,quantum", help="comma-separated tasks (default all three)")
+    bench.add_argument("--methods", type=_names("method"), metavar="LIST", default="R,M,C,S", help="comma-separated methods (default R,M,C,S)")
+    bench.add_argument("--epochs", type=_positive_int, metavar="K", default=3, help="timed epochs after one warm-up; the median is reported (default 3)")
+    bench.add_argument("--out", type=Path, metavar="FILE", default=None, help="also write the table to FILE (markdown)")
+    bench.add_argument("--x64", action="store_true", help="compute in float64")
     return parser
 
 
@@ -155,6 +182,7 @@ def _config_from_args(args):
         n_test=args.n_test,
         adam=args.adam,
         dtype="float64" if args.x64 else "float32",
+        remat=args.remat,
     ).resolved()
 
 
@@ -181,20 +209,55 @@ def _reproduce(args) -> int:
     from .experiments import report, sweep, toy
 
     if args.experiment == "toy":
-        given = [flag for flag, value in (("--preset", args.preset), ("--epochs", args.epochs), ("--seeds", args.seeds)) if value is not None]
+        options = (("--preset", args.preset), ("--epochs", args.epochs), ("--seeds", args.seeds), ("--backend", args.backend), ("--address", args.address))
+        given = [flag for flag, value in options if value is not None]
         if given:
             raise ValueError(f"reproduce toy takes no {given[0]}: it has no training runs to size")
         toy.reproduce_toy(args.out)
         print(f"figures in {args.out}")
         return 0
+    if args.backend == "ray":
+        from .experiments.ray_backend import RayBackend, import_ray
+
+        try:
+            import_ray()
+        except ImportError as err:
+            print(f"stablebptt: error: {err}", file=sys.stderr)
+            return EXIT_BAD_INPUT
+        backend = RayBackend(address=args.address)
+    elif args.address is not None:
+        raise ValueError("--address names a Ray cluster; add --backend ray")
+    else:
+        backend = sweep.LocalBackend()
     spec = sweep.SweepSpec.from_preset(
         args.experiment, args.preset or "quick", epochs=args.epochs, seeds=args.seeds, dtype="float64" if args.x64 else "float32"
     )
     start = time.perf_counter()
-    sweep.run_sweep(spec, args.out, batched=not args.one_by_one, progress=not args.quiet)
+    try:
+        sweep.run_sweep(spec, args.out, batched=not args.one_by_one, progress=not args.quiet, backend=backend)
+    except sweep.GroupsFailedError as err:
+        print(f"stablebptt: error: {err}", file=sys.stderr)
+        return 1  # neither bad input nor a diverged run: the cluster failed
     rows = report.write_report(spec, args.out)
     print(report.table_markdown(spec, rows), end="")
     print(f"sweep time {time.perf_counter() - start:.1f} s; table, figure and runs in {args.out}")
+    return 0
+
+
+def _bench(args) -> int:
+    from .atomic import atomic_write_text
+    from .experiments.bench import format_bench_table, run_bench
+
+    def say(line: str) -> None:
+        print(line, file=sys.stderr)
+
+    rows = run_bench(args.tasks, args.methods, epochs=args.epochs, dtype="float64" if args.x64 else "float32", say=say)
+    table = format_bench_table(rows)
+    print(table, end="")
+    if args.out is not None:
+        args.out.parent.mkdir(parents=True, exist_ok=True)
+        atomic_write_text(args.out, table)
+        print(f"table in {args.out}")
     return 0
 
 
@@ -208,6 +271,8 @@ def _run(args) -> int:
 
     if args.command == "reproduce":
         return _reproduce(args)
+    if args.command == "bench":
+        return _bench(args)
     if args.command == "animate":
         from .experiments.animate import animate_run
 
