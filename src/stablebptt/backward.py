@@ -33,7 +33,7 @@ import jax.numpy as jnp
 import numpy as np
 from jax import lax
 
-from .checkpointing import segment_length
+from .checkpointing import segment_length, split_segments
 from .problem import ControlProblem
 from .rollout import loss_dtype
 
@@ -178,9 +178,8 @@ def value_and_grads(
     else:
         x_n = x_tail
     loss, lam = final_adjoint(x_n, acc)
-    body_gates = jax.tree.map(lambda a: a[: n_segments * segment].reshape((n_segments, segment) + a.shape[1:]), gates)
+    body_gates, tail_gates = split_segments(gates, n_segments, segment)
     if rest:
-        tail_gates = jax.tree.map(lambda a: a[n_segments * segment :], gates)
         lam, grads = reverse(lam, tail_xs, tail_cs, x_n, tail_gates)
     else:
         grads = jax.tree.map(lambda p: jnp.zeros((k,) + jnp.shape(p), jnp.result_type(p)), params)

@@ -22,7 +22,7 @@ from typing import Any, Callable
 import jax
 from jax import lax
 
-__all__ = ["segment_length", "check_remat", "segmented_scan"]
+__all__ = ["segment_length", "check_remat", "split_segments", "segmented_scan"]
 
 
 def check_remat(remat: Any) -> None:
@@ -43,7 +43,7 @@ def segment_length(n_steps: int, remat: bool | int | None) -> int | None:
     return min(int(remat), n_steps)
 
 
-def _split(xs: Any, n_segments: int, k: int) -> tuple[Any, Any]:
+def split_segments(xs: Any, n_segments: int, k: int) -> tuple[Any, Any]:
     """Leading axis ``n`` of every leaf -> ``(n_segments, k, ...)`` and the remaining tail."""
     body = jax.tree.map(lambda a: a[: n_segments * k].reshape((n_segments, k) + a.shape[1:]), xs)
     tail = jax.tree.map(lambda a: a[n_segments * k :], xs)
@@ -68,7 +68,7 @@ def segmented_scan(f: Callable, init: Any, xs: Any, length: int, segment: int | 
     if xs is None:
         carry = lax.scan(lambda c, _: (run_segment(c, None), None), init, None, length=n_segments)[0]
         return run(carry, None, rest) if rest else carry
-    body, tail = _split(xs, n_segments, segment)
+    body, tail = split_segments(xs, n_segments, segment)
     carry = lax.scan(lambda c, seg_xs: (run_segment(c, seg_xs), None), init, body)[0]
     if rest:
         carry = jax.checkpoint(lambda c, t: run(c, t, rest))(carry, tail)
