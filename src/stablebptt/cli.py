@@ -85,6 +85,13 @@ def _names(kind: str):
     return parse
 
 
+def _add_remat_option(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--remat", type=_positive_int, nargs="?", const=True, default=0, metavar="K",
+        help="checkpoint the rollout in segments of K steps (default K = ceil(sqrt(steps))): memory ~ sqrt(steps) for ~1 extra forward pass",
+    )  # fmt: skip
+
+
 def _add_training_options(p: argparse.ArgumentParser, *, with_method: bool) -> None:
     from .flows import FLOW_NAMES
     from .optim import ADAM_FORMS, CLIP_MODES
@@ -100,10 +107,7 @@ def _add_training_options(p: argparse.ArgumentParser, *, with_method: bool) -> N
     p.add_argument("--n-test", type=_positive_int, metavar="N", default=256, help="test initial states (default 256)")
     p.add_argument("--adam", default="keras", choices=ADAM_FORMS, help="Adam's epsilon form (default keras, as published)")
     p.add_argument("--x64", action="store_true", help="compute in float64")
-    p.add_argument(
-        "--remat", type=_positive_int, nargs="?", const=True, default=0, metavar="K",
-        help="checkpoint the rollout in segments of K steps (default K = ceil(sqrt(steps))): memory ~ sqrt(steps) for ~1 extra forward pass",
-    )  # fmt: skip
+    _add_remat_option(p)
     p.add_argument("--overwrite", action="store_true", help="replace a different run already in --out")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
 
@@ -142,6 +146,7 @@ def build_parser() -> argparse.ArgumentParser:
     reproduce.add_argument("--seeds", type=_positive_int, metavar="K", default=None, help="seeds per setting (default: the preset's)")
     reproduce.add_argument("--one-by-one", action="store_true", help="train runs one after another instead of batched (for timing)")
     reproduce.add_argument("--x64", action="store_true", help="compute in float64")
+    _add_remat_option(reproduce)
     reproduce.add_argument("--quiet", action="store_true", help="no progress bar")
     reproduce.add_argument("--backend", choices=("local", "ray"), default=None, help="where groups of runs train: local (default) or ray (a Ray cluster)")
     reproduce.add_argument("--address", metavar="ADDR", default=None, help="with --backend ray: auto, HOST:PORT or ray://HOST:PORT (default: a new local Ray)")
@@ -230,7 +235,7 @@ def _reproduce(args) -> int:
     else:
         backend = sweep.LocalBackend()
     spec = sweep.SweepSpec.from_preset(
-        args.experiment, args.preset or "quick", epochs=args.epochs, seeds=args.seeds, dtype="float64" if args.x64 else "float32"
+        args.experiment, args.preset or "quick", epochs=args.epochs, seeds=args.seeds, dtype="float64" if args.x64 else "float32", remat=args.remat
     )
     start = time.perf_counter()
     try:

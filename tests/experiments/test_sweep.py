@@ -152,6 +152,19 @@ def test_quantum_figure_adds_update_size_panels(tmp_path):
     assert [ax.get_title() for ax in fig.axes] == ["target 3", "target 4", "target 3: update size", "target 4: update size"]
 
 
+def test_checkpointed_sweep_gives_the_plain_numbers(uninterrupted, tmp_path):
+    spec, out = uninterrupted
+    checkpointed = SweepSpec(**{**TINY, "levels": (2,), "methods": ("C",), "remat": True})
+    run_sweep(checkpointed, tmp_path / "remat", progress=False, say=quiet)
+    got, want = numbers(tmp_path / "remat", checkpointed), numbers(out, spec)
+    assert len(got) == 4
+    for path, rows in got.items():
+        assert json.loads((tmp_path / "remat" / path / "config.json").read_text())["remat"] == 4  # ceil(sqrt(10))
+        for row, ref in zip(rows, want[path], strict=True):
+            for key, value in row.items():
+                assert value == pytest.approx(ref[key], rel=1e-5), (path, key)
+
+
 def test_a_different_sweep_in_the_same_folder_is_refused(uninterrupted):
     spec, out = uninterrupted
     other = SweepSpec(**{**TINY, "epochs": 3})

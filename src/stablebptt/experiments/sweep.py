@@ -125,6 +125,7 @@ class SweepSpec:
     learning_rate: float = 1e-3
     adam: str = "keras"
     dtype: str = "float32"
+    remat: bool | int = 0
 
     def __post_init__(self):
         if self.experiment not in EXPERIMENTS:
@@ -180,6 +181,7 @@ class SweepSpec:
             n_test=self.n_test,
             adam=self.adam,
             dtype=self.dtype,
+            remat=self.remat,
         ).resolved()
 
     def level_dir(self, level: Any) -> str:
