@@ -292,6 +292,7 @@ def test_remat_option_gives_the_plain_numbers(capsys, tmp_path):
         (["reproduce", "cartpole", "--preset", "fast"], "invalid choice: 'fast'"),
         (["reproduce", "cartpole", "--seeds", "0"], "0 must be a positive integer"),
         (["reproduce", "toy", "--seeds", "2"], "reproduce toy takes no --seeds"),
+        (["reproduce", "toy", "--remat", "4"], "reproduce toy takes no --remat"),
     ],
 )
 def test_bad_reproduce_arguments(capsys, tmp_path, argv, message):

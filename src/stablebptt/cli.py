@@ -214,7 +214,7 @@ def _reproduce(args) -> int:
     from .experiments import report, sweep, toy
 
     if args.experiment == "toy":
-        options = (("--preset", args.preset), ("--epochs", args.epochs), ("--seeds", args.seeds), ("--backend", args.backend), ("--address", args.address))
+        options = (("--preset", args.preset), ("--epochs", args.epochs), ("--seeds", args.seeds), ("--backend", args.backend), ("--address", args.address), ("--remat", args.remat or None))
         given = [flag for flag, value in options if value is not None]
         if given:
             raise ValueError(f"reproduce toy takes no {given[0]}: it has no training runs to size")
