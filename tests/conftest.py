@@ -4,10 +4,11 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+
+import stablebptt as sb
 
 DATA = Path(__file__).parent / "data"
 
@@ -20,24 +21,16 @@ def reference(name: str) -> dict:
 
 @pytest.fixture
 def x64():
-    """Run one test in float64; restores the previous setting."""
-    before = jax.config.read("jax_enable_x64")
-    jax.config.update("jax_enable_x64", True)
-    try:
+    """Run one test with 64-bit JAX; restores the previous setting."""
+    with sb.float64():
         yield
-    finally:
-        jax.config.update("jax_enable_x64", before)
 
 
 @pytest.fixture(params=["float32", "float64"])
 def dtype(request):
     """Run a numerical test in each precision (float64 with 64-bit JAX turned on); yields the dtype."""
-    before = jax.config.read("jax_enable_x64")
-    jax.config.update("jax_enable_x64", request.param == "float64")
-    try:
+    with sb.float64(request.param == "float64"):
         yield jnp.dtype(request.param)
-    finally:
-        jax.config.update("jax_enable_x64", before)
 
 
 def tol(dtype, float32: float, float64: float) -> float:

@@ -51,3 +51,17 @@ def assert_regular_gradient_matches_finite_differences(policy, problem, x0, *, e
         analytic = sum(jnp.vdot(u, d) for u, d in zip(jax.tree.leaves(update), jax.tree.leaves(direction)))
         assert abs(float(analytic)) > 1e-3  # a direction the loss really changes along
         np.testing.assert_allclose(float(analytic), float((plus - minus) / (2 * eps)), rtol=rtol)
+
+
+def assert_step_and_rollout_match(step, x0, u, x1, controls, rollout, dtype, *, atol: float, rollout_atol: float, rtol: float = 0.0):
+    """One ``step`` from ``x0`` under ``u`` equals ``x1``; stepping under ``controls[:, n]`` follows ``rollout[:, n + 1]``.
+
+    Inputs (the authors' float32 vectors) are cast to ``dtype``; the results must keep it.
+    """
+    got = step(jnp.asarray(x0, dtype), jnp.asarray(u, dtype))
+    assert got.dtype == dtype
+    np.testing.assert_allclose(got, x1, atol=atol)
+    x = jnp.asarray(x0, dtype)
+    for n in range(controls.shape[1]):
+        x = step(x, jnp.asarray(controls[:, n], dtype))
+        np.testing.assert_allclose(x, rollout[:, n + 1], atol=rollout_atol, rtol=rtol)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import functools
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -11,7 +13,7 @@ import stablebptt as sb
 from stablebptt.tasks import cartpole
 
 from ..conftest import reference, tol
-from ..helpers import assert_regular_gradient_matches_finite_differences
+from ..helpers import assert_regular_gradient_matches_finite_differences, assert_step_and_rollout_match
 
 
 @pytest.mark.parametrize("poles", [1, 2, 3, 4])
@@ -19,14 +21,8 @@ def test_step_and_rollout_match_reference(poles, dtype):
     ref = reference("cartpole_step")
     config = cartpole.CartPoleConfig(n_poles=poles)
     assert config.dt == pytest.approx(float(ref["dt"]))
-    x1 = cartpole.step(config, jnp.asarray(ref[f"poles{poles}_x0"], dtype), jnp.asarray(ref[f"poles{poles}_u"], dtype))
-    assert x1.dtype == dtype
-    np.testing.assert_allclose(x1, ref[f"poles{poles}_x1"], atol=1e-6)
-    x = jnp.asarray(ref[f"poles{poles}_x0"], dtype)
-    forces = ref[f"poles{poles}_U"]
-    for n in range(forces.shape[1]):
-        x = cartpole.step(config, x, jnp.asarray(forces[:, n], dtype))
-        np.testing.assert_allclose(x, ref[f"poles{poles}_rollout"][:, n + 1], atol=3e-6)
+    vectors = [ref[f"poles{poles}_{name}"] for name in ("x0", "u", "x1", "U", "rollout")]
+    assert_step_and_rollout_match(functools.partial(cartpole.step, config), *vectors, dtype, atol=1e-6, rollout_atol=3e-6)
 
 
 @pytest.mark.parametrize("poles", [1, 3])

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import functools
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -11,7 +13,7 @@ import stablebptt as sb
 from stablebptt.tasks import quantum
 
 from ..conftest import reference, tol
-from ..helpers import assert_regular_gradient_matches_finite_differences
+from ..helpers import assert_regular_gradient_matches_finite_differences, assert_step_and_rollout_match
 
 CONFIG = quantum.QuantumConfig()
 
@@ -22,13 +24,8 @@ def test_grid_eigenstates_step_and_rollout_match_reference(dtype):
     np.testing.assert_allclose(quantum.grid(CONFIG, dtype), ref["x_grid"], atol=1e-7)
     for k in range(1, 5):
         np.testing.assert_allclose(quantum.eigenstate(CONFIG, k, dtype), ref[f"eigenstate_{k}"], atol=2e-7)
-    x1 = quantum.step(CONFIG, jnp.asarray(ref["x0"], dtype), jnp.asarray(ref["u"], dtype))
-    assert x1.dtype == dtype
-    np.testing.assert_allclose(x1, ref["x1"], atol=1e-6)
-    x = jnp.asarray(ref["x0"], dtype)
-    for n in range(ref["U"].shape[1]):
-        x = quantum.step(CONFIG, x, jnp.asarray(ref["U"][:, n], dtype))
-        np.testing.assert_allclose(x, ref["rollout"][:, n + 1], atol=3e-6)
+    vectors = [ref[name] for name in ("x0", "u", "x1", "U", "rollout")]
+    assert_step_and_rollout_match(functools.partial(quantum.step, CONFIG), *vectors, dtype, atol=1e-6, rollout_atol=3e-6)
 
 
 def test_norm_is_kept_over_128_steps_with_random_controls(dtype):

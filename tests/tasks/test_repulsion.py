@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import functools
 
 import jax
 import jax.numpy as jnp
@@ -13,7 +14,7 @@ import stablebptt as sb
 from stablebptt.tasks import repulsion
 
 from ..conftest import reference, tol
-from ..helpers import assert_regular_gradient_matches_finite_differences
+from ..helpers import assert_regular_gradient_matches_finite_differences, assert_step_and_rollout_match
 
 CONFIG = repulsion.RepulsionConfig()
 
@@ -21,13 +22,8 @@ CONFIG = repulsion.RepulsionConfig()
 def test_step_and_rollout_match_reference(dtype):
     ref = reference("repulsion_step")
     assert CONFIG.dt == pytest.approx(float(ref["dt"]))
-    x1 = repulsion.step(CONFIG, jnp.asarray(ref["x0"], dtype), jnp.asarray(ref["u"], dtype))
-    assert x1.dtype == dtype
-    np.testing.assert_allclose(x1, ref["x1"], atol=1e-6)
-    x = jnp.asarray(ref["x0"], dtype)
-    for n in range(ref["U"].shape[1]):
-        x = repulsion.step(CONFIG, x, jnp.asarray(ref["U"][:, n], dtype))
-        np.testing.assert_allclose(x, ref["rollout"][:, n + 1], atol=5e-6, rtol=1e-5)
+    vectors = [ref[name] for name in ("x0", "u", "x1", "U", "rollout")]
+    assert_step_and_rollout_match(functools.partial(repulsion.step, CONFIG), *vectors, dtype, atol=1e-6, rollout_atol=5e-6, rtol=1e-5)
 
 
 def roll(x, controls, config=CONFIG):
