@@ -200,12 +200,11 @@ def _default_out(config) -> Path:
 
 
 def _enable_x64_for(run_dir: Path) -> None:
-    import jax
-
     from .experiments.rundir import read_config
+    from .precision import set_float64
 
     if Path(run_dir).is_dir() and read_config(run_dir).dtype == "float64":
-        jax.config.update("jax_enable_x64", True)
+        set_float64()
 
 
 def _reproduce(args) -> int:
@@ -267,10 +266,10 @@ def _bench(args) -> int:
 
 
 def _run(args) -> int:
-    import jax
+    from .precision import set_float64
 
     if getattr(args, "x64", False):
-        jax.config.update("jax_enable_x64", True)
+        set_float64()
     from .experiments import compare, evaluate_run, format_table, train_run
     from .training import NonFiniteLossError
 

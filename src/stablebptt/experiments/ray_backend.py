@@ -20,6 +20,7 @@ from types import ModuleType
 from typing import Any, Callable, Iterator, Sequence
 
 from ..atomic import atomic_write_bytes
+from ..precision import set_float64
 from . import rundir
 from .sweep import GroupsFailedError, Run, group_name, train_group
 
@@ -107,12 +108,10 @@ class RayBackend:
 
 def _train_group_task(group: list[Run], batched: bool, before_group: Callable[[list[Run]], None] | None) -> RunFiles:
     """On a worker: train ``group`` into a temporary folder and return its run directories' files."""
-    import jax
-
     if before_group is not None:
         before_group(group)
     # workers are reused across tasks: set the precision of this group either way
-    jax.config.update("jax_enable_x64", group[0].config.dtype == "float64")
+    set_float64(group[0].config.dtype == "float64")
     with tempfile.TemporaryDirectory(prefix="stablebptt-group-") as tmp:
         train_group(group, Path(tmp), batched=batched)
         return {run.path: _read_files(Path(tmp) / run.path) for run in group}
