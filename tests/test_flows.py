@@ -96,6 +96,15 @@ def test_sign_rule_cases():
     assert float(jnp.dot(u, g)) >= 0
 
 
+def test_sign_rule_keeps_non_finite_components():
+    m = jnp.array([1.0, 1.0, -1.0, 2.0])
+    g = jnp.array([jnp.nan, -jnp.inf, 1.0, 3.0])
+    u = np.asarray(sb.combine_by_sign(m, g))
+    assert np.isnan(u[0]) and np.isnan(u[1])  # a blown-up R is not hidden as 0
+    np.testing.assert_array_equal(u[2:], [0.0, 2.0])
+    assert np.isnan(np.asarray(sb.combine_by_sign(g, m))[0])
+
+
 def test_gate_is_identity_forward_and_scales_backward():
     import jax
 

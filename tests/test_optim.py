@@ -63,6 +63,17 @@ def test_clipping_acts_on_the_update(dtype):
     np.testing.assert_allclose(u["b"], np.array([4.0]) / total, rtol=tol(dtype, 1e-6, 1e-15))
 
 
+def test_clip_none_is_exactly_keras_adam_when_the_norm_overflows():
+    # the squared norm of [3e19, 1] overflows float32; "none" must still be the identity
+    g = jnp.array([3e19, 1.0], jnp.float32)
+    got = first_step(sb.make_optimizer("none", 1e-3), g)
+    want = first_step(optax.inject_hyperparams(sb.keras_adam)(learning_rate=1e-3), g)  # the same hyperparameter dtypes
+    assert np.all(np.isfinite(got))
+    np.testing.assert_array_equal(got, want)
+    # norm clipping of the same update stays finite (optax scales by max_norm / inf = 0)
+    assert np.all(np.isfinite(first_step(sb.make_optimizer("norm", 1e-3), g)))
+
+
 def test_bad_optimizer_settings():
     with pytest.raises(ValueError, match="unknown clip mode 'max'; choose one of none, value, norm"):
         sb.make_optimizer("max")

@@ -84,13 +84,16 @@ def combine_by_sign(primary: Any, reference: Any) -> Any:
     ``u_k = primary_k`` where ``sign(primary_k) == sign(reference_k)``, else 0
     (``sign(0) = 0``: a zero in either gives 0 unless both are zero, when ``u_k``
     is 0 anyway). Hence ``u·reference ≥ 0`` and ``u`` is 0 wherever
-    ``reference`` is.
+    ``reference`` is. A component that is not finite in either pass is NaN in
+    ``u``, so a blown-up pass reaches the divergence guard instead of hiding
+    behind the sign rule.
     """
-    return jax.tree.map(
-        lambda m, g: jnp.where(jnp.sign(m) == jnp.sign(g), m, jnp.zeros_like(m)),
-        primary,
-        reference,
-    )
+
+    def combine(m, g):
+        agreed = jnp.where(jnp.sign(m) == jnp.sign(g), m, jnp.zeros_like(m))
+        return jnp.where(jnp.isfinite(m) & jnp.isfinite(g), agreed, jnp.full_like(m, jnp.nan))
+
+    return jax.tree.map(combine, primary, reference)
 
 
 class Flow(eqx.Module):

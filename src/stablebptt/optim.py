@@ -86,17 +86,35 @@ def clip_limits(mode: str) -> tuple[float, float]:
     return CLIP_LIMITS[mode]
 
 
+def _clip_by_global_norm_unless_inf(max_norm: float) -> optax.GradientTransformation:
+    """``optax.clip_by_global_norm`` that passes updates through unchanged when ``max_norm`` is ``inf``.
+
+    optax's own computes ``u / ‖u‖ · max_norm``, which is ``nan`` when ``‖u‖``
+    overflows to ``inf`` even with ``max_norm = inf``; "no clipping" must be
+    exactly the identity.
+    """
+    inner = optax.clip_by_global_norm(max_norm)
+
+    def update_fn(updates, state, params=None):
+        clipped, state = inner.update(updates, state, params)
+        off = jnp.isposinf(max_norm)
+        return jax.tree.map(lambda u, c: jnp.where(off, u, c), updates, clipped), state
+
+    return optax.GradientTransformation(inner.init, update_fn)
+
+
 def clipping(mode: str) -> optax.GradientTransformation:
     """``"none"``, ``"value"`` (each component to [−1, 1]) or ``"norm"`` (global L2 norm ≤ 1).
 
     Built from ``optax.clip`` and ``optax.clip_by_global_norm`` with their
-    limits injected into the optimizer state (``inf`` = off), so that runs
-    with different clip modes share one program and can be batched.
+    limits injected into the optimizer state (``inf`` = off, exactly the
+    identity), so that runs with different clip modes share one program and
+    can be batched.
     """
     max_delta, max_norm = clip_limits(mode)
     return optax.chain(
         optax.inject_hyperparams(optax.clip)(max_delta=max_delta),
-        optax.inject_hyperparams(optax.clip_by_global_norm)(max_norm=max_norm),
+        optax.inject_hyperparams(_clip_by_global_norm_unless_inf)(max_norm=max_norm),
     )
 
 
