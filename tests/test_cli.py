@@ -293,6 +293,12 @@ def test_remat_option_gives_the_plain_numbers(capsys, tmp_path):
         (["reproduce", "cartpole", "--seeds", "0"], "0 must be a positive integer"),
         (["reproduce", "toy", "--seeds", "2"], "reproduce toy takes no --seeds"),
         (["reproduce", "toy", "--remat", "4"], "reproduce toy takes no --remat"),
+        (["reproduce", "toy", "--methods", "C"], "reproduce toy takes no --methods"),
+        (["reproduce", "cartpole", "--methods", "R,X"], "unknown method 'X'"),
+        (["reproduce", "cartpole", "--clips", "none,max"], "'max' is not a clip mode; choose from none, value, norm"),
+        (["reproduce", "cartpole", "--levels", "1,two"], "--levels 1,two: n_poles takes integers; the paper's levels are 1, 2, 3, 4"),
+        (["reproduce", "cartpole", "--levels", "0"], "poles=0; expected a positive integer"),
+        (["reproduce", "repulsion", "--levels", "1,1.0"], "levels [1.0, 1.0] names one value twice"),
     ],
 )
 def test_bad_reproduce_arguments(capsys, tmp_path, argv, message):
@@ -309,6 +315,25 @@ def test_reproduce_refuses_a_folder_with_another_sweep(capsys, tmp_path):
     line = one_line_error(err)
     assert code == 2 and "holds a sweep with different settings: epochs (3 vs 50)" in line
     assert [p.name for p in tmp_path.iterdir()] == ["sweep.json"]
+
+
+def test_reproduce_a_sub_grid(capsys, tmp_path):
+    """--levels/--methods/--clips: the table holds exactly what ran; a resume with other filters is refused."""
+    out = tmp_path / "sub"
+    argv = ["reproduce", "cartpole", "--out", out, "--epochs", "1", "--seeds", "1", "--quiet"]
+    code, printed, _ = run(capsys, *argv, "--levels", "1", "--methods", "C,R", "--clips", "none")
+    assert code == 0 and "| poles: 1 | C |" in printed
+    with open(out / "table.csv") as f:
+        rows = list(csv.DictReader(f))
+    assert [(r["level"], r["method"], r["clip"], r["seeds"]) for r in rows] == [("1", "C", "none", "1"), ("1", "R", "none", "1")]
+    assert sorted(p.name for p in (out / "runs" / "poles1").iterdir()) == ["C-none-seed42", "R-none-seed42"]
+    assert not (out / "runs" / "poles2").exists()
+    tree = lambda: {str(p.relative_to(out)): p.read_bytes() for p in out.rglob("*") if p.is_file()}  # noqa: E731
+    before = tree()
+    code, _, err = run(capsys, *argv, "--levels", "1", "--methods", "C", "--clips", "none")
+    line = one_line_error(err)
+    assert code == 2 and "holds a sweep with different settings: methods (['C', 'R'] vs ['C'])" in line
+    assert tree() == before
 
 
 def test_reproduce_toy(capsys, tmp_path):

@@ -85,6 +85,16 @@ def _names(kind: str):
     return parse
 
 
+def _clips(text: str) -> list[str]:
+    from .optim import CLIP_MODES
+
+    names = [n.strip() for n in text.split(",") if n.strip()]
+    bad = [n for n in names if n not in CLIP_MODES]
+    if not names or bad:
+        raise argparse.ArgumentTypeError(f"{(bad or [text])[0]!r} is not a clip mode; choose from {', '.join(CLIP_MODES)}")
+    return names
+
+
 def _add_remat_option(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--remat", type=_positive_int, nargs="?", const=True, default=0, metavar="K",
@@ -144,6 +154,9 @@ def build_parser() -> argparse.ArgumentParser:
     reproduce.add_argument("--preset", choices=("quick", "paper"), default=None, help="quick (default: about ten minutes on 2 CPU cores) or paper (the paper's protocol)")
     reproduce.add_argument("--epochs", type=_positive_int, metavar="N", default=None, help="epochs per run (default: the preset's)")
     reproduce.add_argument("--seeds", type=_positive_int, metavar="K", default=None, help="seeds per setting (default: the preset's)")
+    reproduce.add_argument("--levels", metavar="LIST", default=None, help="comma-separated difficulty levels (default: the paper's, e.g. poles 1,2,3,4)")
+    reproduce.add_argument("--methods", type=_names("method"), metavar="LIST", default=None, help="comma-separated methods (default R,M,C,S)")
+    reproduce.add_argument("--clips", type=_clips, metavar="LIST", default=None, help="comma-separated clip modes (default none,value,norm)")
     reproduce.add_argument("--one-by-one", action="store_true", help="train runs one after another instead of batched (for timing)")
     reproduce.add_argument("--x64", action="store_true", help="compute in float64")
     _add_remat_option(reproduce)
@@ -213,7 +226,10 @@ def _reproduce(args) -> int:
     from .experiments import report, sweep, toy
 
     if args.experiment == "toy":
-        options = (("--preset", args.preset), ("--epochs", args.epochs), ("--seeds", args.seeds), ("--backend", args.backend), ("--address", args.address), ("--remat", args.remat or None))
+        options = (
+            ("--preset", args.preset), ("--epochs", args.epochs), ("--seeds", args.seeds), ("--levels", args.levels), ("--methods", args.methods),
+            ("--clips", args.clips), ("--backend", args.backend), ("--address", args.address), ("--remat", args.remat or None),
+        )  # fmt: skip
         given = [flag for flag, value in options if value is not None]
         if given:
             raise ValueError(f"reproduce toy takes no {given[0]}: it has no training runs to size")
@@ -233,8 +249,15 @@ def _reproduce(args) -> int:
         raise ValueError("--address names a Ray cluster; add --backend ray")
     else:
         backend = sweep.LocalBackend()
+    grid = {}
+    if args.levels is not None:
+        grid["levels"] = sweep.parse_levels(args.experiment, args.levels)
+    if args.methods is not None:
+        grid["methods"] = tuple(args.methods)
+    if args.clips is not None:
+        grid["clips"] = tuple(args.clips)
     spec = sweep.SweepSpec.from_preset(
-        args.experiment, args.preset or "quick", epochs=args.epochs, seeds=args.seeds, dtype="float64" if args.x64 else "float32", remat=args.remat
+        args.experiment, args.preset or "quick", epochs=args.epochs, seeds=args.seeds, dtype="float64" if args.x64 else "float32", remat=args.remat, **grid
     )
     start = time.perf_counter()
     try:

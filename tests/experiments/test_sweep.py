@@ -122,6 +122,13 @@ def test_table_equals_the_run_metrics(uninterrupted):
         assert row["seeds"] == len(finals) == 2 and row["diverged"] == 0
         assert row["final_test_loss_mean"] == pytest.approx(np.mean(finals), rel=1e-12)
         assert row["final_test_loss_std"] == pytest.approx(np.std(finals), rel=1e-12, abs=1e-15)
+        bests = [
+            min(r["test_loss"] for r in read_metrics(out / run.path / "metrics.csv"))
+            for run in spec.grid()
+            if (run.level, run.method, run.clip) == (row["level"], row["method"], row["clip"])
+        ]
+        assert row["best_test_loss_mean"] == pytest.approx(np.mean(bests), rel=1e-12)
+        assert row["best_test_loss_mean"] <= row["final_test_loss_mean"]
     with open(out / "table.csv") as f:
         written = list(csv.DictReader(f))
     assert [float(r["final_test_loss_mean"]) for r in written] == [r["final_test_loss_mean"] for r in rows]
@@ -172,6 +179,25 @@ def test_a_different_sweep_in_the_same_folder_is_refused(uninterrupted):
     with pytest.raises(RunDirError, match=r"holds a sweep with different settings: epochs \(2 vs 3\)"):
         run_sweep(other, out, progress=False, say=quiet)
     assert (out / "sweep.json").read_text() == before
+
+
+def test_runs_without_parameters_count_as_finished(uninterrupted, tmp_path, capsys):
+    """A committed results folder keeps no params.eqx: the sweep takes its runs as done, evaluate says so."""
+    import shutil
+
+    from stablebptt.cli import main
+
+    spec, out = uninterrupted
+    copy = tmp_path / "committed"
+    shutil.copytree(out, copy, ignore=shutil.ignore_patterns("params.eqx"))
+    assert not list(copy.rglob("params.eqx"))
+    assert len(finished_runs(spec, copy)) == len(spec.grid())
+    assert run_sweep(spec, copy, progress=False, say=quiet) == []
+    code = main(["evaluate", str(copy / spec.grid()[0].path)])
+    err = capsys.readouterr().err
+    lines = [line for line in err.splitlines() if line.strip()]
+    assert code == 2 and len(lines) == 1
+    assert "is a finished run whose parameters were not kept (no params.eqx" in lines[0]
 
 
 def test_presets_and_bad_settings():

@@ -27,7 +27,10 @@ __all__ = [
 
 TABLE_CSV, TABLE_MD, FIGURE = "table.csv", "table.md", "figure.png"
 
-TABLE_COLUMNS = ("level", "method", "clip", "seeds", "diverged", "final_test_loss_mean", "final_test_loss_std")
+TABLE_COLUMNS = (
+    "level", "method", "clip", "seeds", "diverged",
+    "final_test_loss_mean", "final_test_loss_std", "best_test_loss_mean", "best_test_loss_std",
+)  # fmt: skip
 
 
 def collect_histories(spec: SweepSpec, out: Path) -> dict[tuple, list[dict]]:
@@ -46,15 +49,17 @@ def collect_histories(spec: SweepSpec, out: Path) -> dict[tuple, list[dict]]:
 
 
 def summary_table(spec: SweepSpec, out: Path) -> list[dict]:
-    """One row per difficulty × method × clip: final test loss, mean and std (ddof 0) over the
-    seeds that did not diverge, and how many diverged."""
+    """One row per difficulty × method × clip: the final test loss and the best (lowest over the
+    epochs), each as mean and std (ddof 0) over the seeds that did not diverge, and how many diverged."""
     histories = collect_histories(spec, out)
     rows = []
     for level in spec.levels:
         for method in spec.methods:
             for clip in spec.clips:
                 runs = histories.get((level, method, clip), [])
-                finals = [r["history"][-1]["test_loss"] for r in runs if r["status"] == "finished"]
+                kept = [r["history"] for r in runs if r["status"] == "finished"]
+                finals = [h[-1]["test_loss"] for h in kept]
+                bests = [min(row["test_loss"] for row in h) for h in kept]
                 rows.append(
                     {
                         "level": level,
@@ -64,6 +69,8 @@ def summary_table(spec: SweepSpec, out: Path) -> list[dict]:
                         "diverged": sum(r["status"] == "diverged" for r in runs),
                         "final_test_loss_mean": float(np.mean(finals)) if finals else math.nan,
                         "final_test_loss_std": float(np.std(finals)) if finals else math.nan,
+                        "best_test_loss_mean": float(np.mean(bests)) if bests else math.nan,
+                        "best_test_loss_std": float(np.std(bests)) if bests else math.nan,
                     }
                 )
     return rows
@@ -73,29 +80,34 @@ def table_csv(rows: list[dict]) -> str:
     return rundir.csv_text(TABLE_COLUMNS, rows)
 
 
-def _cell(row: dict) -> str:
+def _cell(row: dict, which: str = "final") -> str:
     if row["seeds"] == 0:
         return "—"
-    text = "—" if math.isnan(row["final_test_loss_mean"]) else f"{row['final_test_loss_mean']:.3g} ± {row['final_test_loss_std']:.2g}"
+    mean, std = row[f"{which}_test_loss_mean"], row[f"{which}_test_loss_std"]
+    text = "—" if math.isnan(mean) else f"{mean:.3g} ± {std:.2g}"
     if row["diverged"]:
         text += f" ({row['diverged']}/{row['seeds']} diverged)"
     return text
 
 
 def table_markdown(spec: SweepSpec, rows: list[dict]) -> str:
-    """Final test loss, mean ± std over seeds: a row per difficulty × method, a column per clip mode."""
+    """Final and best test loss, mean ± std over seeds: a row per difficulty × method, a column per clip mode."""
     exp = EXPERIMENTS[spec.experiment]
     index = {(r["level"], r["method"], r["clip"]): r for r in rows}
-    lines = [
-        f"Final test loss after {spec.epochs} epochs, mean ± std over {len(spec.seeds)} seed(s) ({spec.experiment}, preset {spec.preset})",
-        "",
-        "| difficulty | method | " + " | ".join(f"clip {c}" for c in spec.clips) + " |",
-        "|---|---|" + "---|" * len(spec.clips),
-    ]
-    for level in spec.levels:
-        for method in spec.methods:
-            cells = [_cell(index[(level, method, c)]) for c in spec.clips]
-            lines.append(f"| {exp.level_name(level)} | {method} | " + " | ".join(cells) + " |")
+    lines = []
+    for which, title in (("final", f"Final test loss after {spec.epochs} epochs"), ("best", "Best test loss over the epochs")):
+        if lines:
+            lines.append("")
+        lines += [
+            f"{title}, mean ± std over {len(spec.seeds)} seed(s) ({spec.experiment}, preset {spec.preset})",
+            "",
+            "| difficulty | method | " + " | ".join(f"clip {c}" for c in spec.clips) + " |",
+            "|---|---|" + "---|" * len(spec.clips),
+        ]
+        for level in spec.levels:
+            for method in spec.methods:
+                cells = [_cell(index[(level, method, c)], which) for c in spec.clips]
+                lines.append(f"| {exp.level_name(level)} | {method} | " + " | ".join(cells) + " |")
     return "\n".join(lines) + "\n"
 
 

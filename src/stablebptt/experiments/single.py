@@ -204,7 +204,13 @@ def load_run(run_dir: Path) -> tuple[Setup, Any, list[dict]]:
     params_path = run_dir / rundir.PARAMS
     if not params_path.is_file():
         summary = rundir.read_summary(run_dir) or {}
-        why = "the run diverged" if summary.get("status") == "diverged" else "the run did not finish"
+        status = summary.get("status")
+        if status == "finished":
+            raise rundir.RunDirError(
+                f"{run_dir} is a finished run whose parameters were not kept (no {rundir.PARAMS}, as in a committed results folder); "
+                f"its metrics are in {rundir.METRICS}: train it again with the settings of its {rundir.CONFIG} to get a controller"
+            )
+        why = "the run diverged" if status == "diverged" else "the run did not finish"
         raise rundir.RunDirError(f"{run_dir} has no {rundir.PARAMS} ({why}); train it again")
     setup = build(config)
     policy = eqx.tree_deserialise_leaves(params_path, setup.policy)

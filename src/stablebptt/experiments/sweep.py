@@ -55,6 +55,7 @@ __all__ = [
     "LocalBackend",
     "GroupsFailedError",
     "make_backend",
+    "parse_levels",
 ]
 
 SWEEP_CONFIG = "sweep.json"
@@ -96,6 +97,28 @@ EXPERIMENTS: dict[str, Experiment] = {
         {"quick": dict(epochs=20, seeds=2, n_train=64, n_test=64), "paper": dict(epochs=1000, seeds=3, n_train=256, n_test=256)},
     ),
 }  # fmt: skip
+
+
+def parse_levels(experiment: str, text: str | Sequence[Any]) -> tuple:
+    """``"1,3"`` (or a list) to the difficulty levels of ``experiment``, typed like its own levels.
+
+    Raises a one-line ValueError naming the experiment's levels.
+    """
+    if experiment not in EXPERIMENTS:
+        raise ValueError(f"unknown experiment {experiment!r}; choose one of toy, {', '.join(EXPERIMENTS)}")
+    exp = EXPERIMENTS[experiment]
+    kind = type(exp.levels[0])
+    items = [str(v).strip() for v in (text.split(",") if isinstance(text, str) else text)]
+    items = [v for v in items if v]
+    paper = ", ".join(str(v) for v in exp.levels)
+    if not items:
+        raise ValueError(f"--levels names no level; the paper's {exp.difficulty} levels are {paper}")
+    try:
+        return tuple(kind(v) if kind is float else int(v) for v in items)
+    except ValueError:
+        raise ValueError(
+            f"--levels {','.join(items)}: {exp.difficulty} takes {'numbers' if kind is float else 'integers'}; the paper's levels are {paper}"
+        ) from None
 
 
 class Run(NamedTuple):
