@@ -23,6 +23,13 @@ def test_library_example_learns(capsys):
     assert result.history[-1]["test_loss"] < result.initial["test_loss"] / 1000
     printed = capsys.readouterr().out
     assert "->" in printed
+    # the per-sample Equinox controller, run after the first block as the README shows it
+    block = re.search(r"<!-- example-mlp:start -->\s*```python\n(.*?)```\s*<!-- example-mlp:end -->", readme(), re.S)
+    assert block, "README lost its per-sample example markers"
+    exec(compile(block.group(1), "README.md", "exec"), namespace)
+    mlp = namespace["result"]
+    assert type(mlp.policy.module).__name__ == "MLP"
+    assert mlp.history[-1]["test_loss"] < mlp.initial["test_loss"] / 100
 
 
 def test_ci_runs_the_readme_test_command():

@@ -32,7 +32,7 @@ from .flows import (
     flow_from_name,
     gate,
 )
-from .networks import DenseNet, FunctionPolicy
+from .networks import DenseNet, FunctionPolicy, PerSample
 from .optim import keras_adam, make_optimizer, scale_by_keras_adam
 from .precision import float64, set_float64
 from .problem import ControlProblem
@@ -57,6 +57,7 @@ __all__ = [
     "N",
     "NetworkOnly",
     "NonFiniteLossError",
+    "PerSample",
     "R",
     "Regular",
     "S",

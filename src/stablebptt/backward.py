@@ -28,6 +28,7 @@ from __future__ import annotations
 
 from typing import Any, Callable
 
+import equinox as eqx
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -48,6 +49,12 @@ def _lanes(g: jax.Array, tree: Any) -> Any:
         return gg.reshape(gg.shape + (1,) * (a.ndim - gg.ndim)) * a
 
     return jax.tree.map(leaf, tree)
+
+
+def _split(x: Any) -> tuple[Any, Any]:
+    """``(inexact, rest)``: the floating-point leaves of a state, which carry adjoints, and the rest
+    (integer, boolean, PRNG-key leaves), which pass through the backward pass untouched."""
+    return eqx.partition(x, eqx.is_inexact_array)
 
 
 def _broadcast_lanes(k: int, tree: Any) -> Any:
@@ -112,18 +119,21 @@ def value_and_grads(
         return x_end, acc, xs, cs
 
     def backward_step(lam, inputs):
+        # Adjoints live on the floating-point leaves only; the other leaves of x and x1 are constants here.
         x, c, x1, g_net, g_sim = inputs
+        x_d, x_s = _split(x)
         if step_loss is not None:
-            value, loss_vjp = jax.vjp(step_loss, x1, c)
+            x1_d, x1_s = _split(x1)
+            value, loss_vjp = jax.vjp(lambda a, cc: step_loss(eqx.combine(a, x1_s), cc), x1_d, c)
             d_x1, d_c = loss_vjp(jnp.ones_like(value))
             lam = jax.tree.map(lambda a, b: a + b, lam, d_x1)
-        _, sim_vjp = jax.vjp(step, x, c)
+        _, sim_vjp = jax.vjp(lambda a, cc: _split(step(eqx.combine(a, x_s), cc))[0], x_d, c)
         lam_x, mu = jax.vmap(sim_vjp)(lam)
         if step_loss is not None:
             mu = jax.tree.map(lambda a, b: a + b, mu, d_c)
         lam_prev = _lanes(g_sim, lam_x)
         if needs_net:
-            _, net_vjp = jax.vjp(lambda y: apply(params, y), x)
+            _, net_vjp = jax.vjp(lambda y: apply(params, eqx.combine(y, x_s)), x_d)
             pick = jax.tree.map(lambda a: a[net_lanes], mu)
             if len(needs_net) == 1:
                 (through_net,) = net_vjp(jax.tree.map(lambda a: a[0], pick))
@@ -151,12 +161,13 @@ def value_and_grads(
 
     def final_adjoint(x_n, acc):
         loss = acc
+        x_d, x_s = _split(x_n)
         if final_loss is not None:
-            final_value, final_vjp = jax.vjp(final_loss, x_n)
+            final_value, final_vjp = jax.vjp(lambda a: final_loss(eqx.combine(a, x_s)), x_d)
             loss = loss + jnp.asarray(final_value).astype(dtype)
             (lam_n,) = final_vjp(jnp.ones_like(final_value))
         else:
-            lam_n = jax.tree.map(jnp.zeros_like, x_n)
+            lam_n = jax.tree.map(jnp.zeros_like, x_d)
         return loss, _broadcast_lanes(k, lam_n)
 
     acc0 = jnp.zeros((), dtype)

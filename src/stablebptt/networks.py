@@ -1,7 +1,9 @@
 """Controller networks with Keras's defaults (Glorot-uniform kernels, zero biases).
 
 Every network here acts on a *batch*: axis 0 is the sample, the rest is
-flattened (row-major) or convolved. Kernels are stored ``(in, out)`` so that
+flattened (row-major) or convolved. A module written for one sample at a
+time (``eqx.nn.MLP`` and most Equinox models) is wrapped in
+:class:`PerSample`. Kernels are stored ``(in, out)`` so that
 ``y = x @ kernel + bias``, as in Keras.
 """
 
@@ -15,7 +17,7 @@ import equinox as eqx
 import jax
 import jax.numpy as jnp
 
-__all__ = ["glorot_uniform", "Dense", "DenseNet", "Conv", "FunctionPolicy"]
+__all__ = ["glorot_uniform", "Dense", "DenseNet", "Conv", "FunctionPolicy", "PerSample"]
 
 
 def glorot_uniform(key: jax.Array, shape: Sequence[int], fan_in: int, fan_out: int, dtype=None) -> jax.Array:
@@ -162,3 +164,19 @@ class FunctionPolicy(eqx.Module):
 
     def __call__(self, x: Any) -> Any:
         return self.fn(self.params, x)
+
+
+class PerSample(eqx.Module):
+    """A controller written for one sample (one state → one control), applied to a batch.
+
+    ``PerSample(eqx.nn.MLP(4, 1, 64, 2, key=key))`` maps states ``(batch, 4)``
+    to controls ``(batch, 1)`` by ``jax.vmap`` over axis 0 of every state
+    leaf. ``in_axes`` is ``jax.vmap``'s, for states with unbatched leaves (e.g.
+    ``{"pos": 0, "t": None}``). The wrapped module's arrays are trained as usual.
+    """
+
+    module: Callable
+    in_axes: Any = eqx.field(static=True, default=0)
+
+    def __call__(self, x: Any) -> Any:
+        return jax.vmap(self.module, in_axes=(self.in_axes,))(x)

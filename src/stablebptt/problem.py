@@ -6,11 +6,62 @@ import dataclasses
 from typing import Any, Callable
 
 import jax
+import jax.numpy as jnp
 
-__all__ = ["ControlProblem"]
+__all__ = ["ControlProblem", "check_controller", "shapes"]
 
 State = Any
 Control = Any
+
+
+def shapes(tree: Any) -> str:
+    """The shapes of a pytree's leaves, for messages: ``(8, 2)`` or ``{'pos': (8, 2), 't': (8,)}``."""
+    return str(jax.tree.map(lambda a: tuple(jnp.shape(a)), tree)).replace("'", "")
+
+
+def _first_line(err: BaseException) -> str:
+    text = str(err).strip().splitlines()
+    return f"{type(err).__name__}: {text[0] if text else ''}".strip()
+
+
+def _dtype(a: Any):
+    return a.dtype if hasattr(a, "dtype") else jnp.result_type(a)
+
+
+def check_controller(policy: Any, step: Callable, x0: Any) -> None:
+    """Check, without computing, that ``policy`` and ``step`` fit the state ``x0``.
+
+    Raises a one-line ``ValueError`` naming the shapes when the state has no
+    floating-point leaf, the controller fails on the state, the simulator
+    rejects the controller's output, or ``step`` returns a state of another layout.
+    """
+    if not any(jnp.issubdtype(_dtype(a), jnp.inexact) for a in jax.tree.leaves(x0)):
+        raise ValueError(
+            f"the initial states {shapes(x0)} have no floating-point leaf, so there is nothing to differentiate; "
+            "pass them as floats (e.g. x0.astype(jnp.float32))"
+        )
+    try:
+        c = jax.eval_shape(policy, x0)
+    except Exception as err:  # noqa: BLE001 - any failure of the user's controller becomes one line
+        raise ValueError(
+            f"the controller fails on states of shape {shapes(x0)} ({_first_line(err)}); "
+            "a module written for one sample at a time needs wrapping: sb.PerSample(module)"
+        ) from None
+    try:
+        x1 = jax.eval_shape(step, x0, c)
+    except Exception as err:  # noqa: BLE001
+        raise ValueError(
+            f"the simulator rejects the controller's output: controls of shape {shapes(c)} "
+            f"for states of shape {shapes(x0)} ({_first_line(err)}); make the controller return what step(x, c) takes"
+        ) from None
+    x0 = jax.eval_shape(lambda x: x, x0)  # canonical dtypes, as a traced step sees them
+    before = jax.tree.structure(x0), [(a.shape, a.dtype) for a in jax.tree.leaves(x0)]
+    after = jax.tree.structure(x1), [(a.shape, a.dtype) for a in jax.tree.leaves(x1)]
+    if before != after:
+        raise ValueError(
+            f"step(x, c) returns a state of shape {shapes(x1)} for a state of shape {shapes(x0)}; "
+            "it must return the next state in the same layout and dtypes"
+        )
 
 
 @dataclasses.dataclass(frozen=True)
@@ -42,3 +93,7 @@ class ControlProblem:
             raise ValueError(f"ControlProblem: n_steps={self.n_steps!r}; expected a positive integer")
         if self.final_loss is None and self.step_loss is None:
             raise ValueError("ControlProblem: give final_loss, step_loss, or both")
+
+    def check(self, policy: Any, x0: Any) -> None:
+        """:func:`check_controller` of ``policy`` with this problem's ``step`` on the state ``x0``."""
+        check_controller(policy, self.step, x0)

@@ -10,7 +10,7 @@ from jax import lax
 
 from .checkpointing import segment_length, segmented_scan
 from .flows import Flow, Regular, gate
-from .problem import ControlProblem
+from .problem import ControlProblem, check_controller
 
 __all__ = ["Trajectory", "rollout", "rollout_loss", "gated_loss"]
 
@@ -94,6 +94,7 @@ def rollout(
     """
     if flow.n_passes != 1:
         raise ValueError(f"rollout needs a single-pass flow; got {flow.name}")
+    check_controller(policy, step, x0)
     net, sim = flow.gate_schedule(n_steps)
     body = _body(policy, step, None)
 

@@ -140,6 +140,7 @@ def value_and_update(
         update with the structure of ``trainable(policy)[0]`` (for R the true
         gradient), and :class:`UpdateInfo`.
     """
+    problem.check(policy, x0)
     params, static = trainable(policy)
     net, sim = flow.gate_schedule(problem.n_steps)
 
