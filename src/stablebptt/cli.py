@@ -40,6 +40,10 @@ TASK_OPTIONS: dict[str, tuple[TaskOption, ...]] = {
         TaskOption("--evaders", "n_evaders", int, "number of fleeing evaders (default 4)"),
     ),
     "quantum": (TaskOption("--target", "target", int, "target eigenstate k, 1 = ground state (difficulty; paper: 3, 4, 5; default 3)"),),
+    "brax": (
+        TaskOption("--env", "env", str, "Brax environment, e.g. inverted_double_pendulum (default) or reacher; needs the extra stablebptt[brax]"),
+        TaskOption("--backend", "backend", str, "differentiable Brax pipeline: generalized (default), positional or spring"),
+    ),
 }
 COMMON_TASK_OPTIONS = (TaskOption("--steps", "n_steps", int, "simulator steps per rollout (default: the paper's)", True),)
 
@@ -126,8 +130,9 @@ def _add_task_parsers(sub, command: str, *, with_method: bool, out_required: boo
     for task, options in TASK_OPTIONS.items():
         p = sub.add_parser(task, help=f"{command} on the {task} task")
         for opt in options + COMMON_TASK_OPTIONS:
-            kind = _positive_int if opt.positive else _number(opt.type)
-            p.add_argument(opt.flag, dest=opt.field, metavar="N" if opt.type is int else "X", type=kind, default=None, help=opt.help)
+            kind = _positive_int if opt.positive else (str if opt.type is str else _number(opt.type))
+            metavar = {int: "N", float: "X", str: "NAME"}[opt.type]
+            p.add_argument(opt.flag, dest=opt.field, metavar=metavar, type=kind, default=None, help=opt.help)
         _add_training_options(p, with_method=with_method)
         p.add_argument("--out", type=Path, metavar="DIR", required=out_required, default=None, help="output directory")
         if command == "compare":
@@ -340,10 +345,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     except SystemExit as exit_:  # --help, or a usage error already printed
         return int(exit_.code or 0)
     from .experiments import RunDirError
+    from .simulators import MissingExtraError
 
     try:
         return _run(args)
-    except (ValueError, RunDirError, FileNotFoundError) as err:
+    except (ValueError, RunDirError, FileNotFoundError, MissingExtraError) as err:
         print(f"stablebptt: error: {err}", file=sys.stderr)
         return EXIT_BAD_INPUT
     except KeyboardInterrupt:

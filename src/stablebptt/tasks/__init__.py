@@ -10,18 +10,19 @@ from __future__ import annotations
 import dataclasses
 from typing import Any
 
-from . import cartpole, quantum, repulsion
+from . import brax_env, cartpole, quantum, repulsion
 from .base import Task, check_shape
 
-__all__ = ["Task", "check_shape", "DIFFICULTY", "TASKS", "task_config", "make_task", "cartpole", "repulsion", "quantum"]
+__all__ = ["Task", "check_shape", "DIFFICULTY", "TASKS", "task_config", "make_task", "cartpole", "repulsion", "quantum", "brax_env"]
 
-DIFFICULTY: dict[str, str] = {"cartpole": "n_poles", "repulsion": "rc", "quantum": "target"}
+DIFFICULTY: dict[str, str] = {"cartpole": "n_poles", "repulsion": "rc", "quantum": "target", "brax": "env"}
 """The configuration field that is each task's difficulty knob."""
 
 TASKS: dict[str, tuple[type, Any]] = {
     "cartpole": (cartpole.CartPoleConfig, cartpole.make_task),
     "repulsion": (repulsion.RepulsionConfig, repulsion.make_task),
     "quantum": (quantum.QuantumConfig, quantum.make_task),
+    "brax": (brax_env.BraxConfig, brax_env.make_task),  # needs the extra stablebptt[brax]
 }
 
 

@@ -1,0 +1,152 @@
+"""Brax environments as control problems: a batch of environments stepped together.
+
+Needs ``pip install 'stablebptt[brax]'``. Only Brax's differentiable
+pipelines are offered (``generalized`` by default, also ``positional`` and
+``spring``): the ``mjx`` pipeline's solver loop refuses reverse-mode
+differentiation and its state carries integer leaves.
+
+The state ``x`` of the problem is Brax's own ``State`` with a batch axis on
+every leaf (``jax.vmap(env.reset)``); the controller sees it whole, so wrap a
+network that reads observations in :class:`ObservationPolicy`.
+
+**Episodes that end.** When an environment reports ``done``, its episode is
+over: from the next step on its state is frozen at the terminal state and its
+reward is 0, so the loss counts exactly the rewards of the episode (as Brax's
+evaluator does) and no gradient flows through physics after the end. Nothing
+is reset inside a rollout; the fixed initial states are the episodes' starts.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import warnings
+from types import ModuleType
+from typing import Any, Callable
+
+import equinox as eqx
+import jax
+import jax.numpy as jnp
+
+from ..problem import ControlProblem
+from . import MissingExtraError
+
+__all__ = [
+    "BACKENDS",
+    "import_brax_envs",
+    "env_names",
+    "get_env",
+    "ObservationPolicy",
+    "reset",
+    "batch_step",
+    "reward_loss",
+    "brax_problem",
+    "episode_returns",
+]
+
+BACKENDS = ("generalized", "positional", "spring")
+
+
+def import_brax_envs() -> ModuleType:
+    """``brax.envs``, imported quietly (its optional GPU back ends print at import)."""
+    try:
+        with contextlib.redirect_stdout(io.StringIO()), warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            from brax import envs
+    except ImportError as err:
+        raise MissingExtraError(f"Brax is not installed ({err}); install the extra: pip install 'stablebptt[brax]'") from None
+    return envs
+
+
+def env_names() -> list[str]:
+    """The names of Brax's registered environments."""
+    return sorted(import_brax_envs()._envs)
+
+
+def get_env(name: str, backend: str = "generalized", **kwargs: Any) -> Any:
+    """``brax.envs.get_environment(name, backend=backend)``, with one-line errors for bad names."""
+    envs = import_brax_envs()
+    if name not in envs._envs:
+        raise ValueError(f"unknown Brax environment {name!r}; choose one of {', '.join(sorted(envs._envs))}")
+    if backend not in BACKENDS:
+        raise ValueError(
+            f"Brax backend {backend!r} cannot be differentiated here; choose one of {', '.join(BACKENDS)} "
+            "(mjx's solver loop refuses reverse-mode differentiation)"
+        )
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # Brax's notice that MJX is its maintained engine
+        return envs.get_environment(name, backend=backend, **kwargs)
+
+
+class ObservationPolicy(eqx.Module):
+    """A controller of a batch of Brax states: ``tanh(net(x.obs))`` (actions in [−1, 1]).
+
+    ``net`` maps observations ``(batch, observation_size)`` to ``(batch, action_size)``
+    (a batch-first network, or ``sb.PerSample(module)``). ``squash=False``
+    passes the network's output through unchanged.
+    """
+
+    net: Callable
+    squash: bool = eqx.field(static=True, default=True)
+
+    def __call__(self, x: Any) -> jax.Array:
+        action = self.net(x.obs)
+        return jnp.tanh(action) if self.squash else action
+
+
+def reset(env: Any, key: jax.Array, n: int) -> Any:
+    """``n`` initial states, ``jax.vmap(env.reset)`` over ``split(key, n)``."""
+    return jax.vmap(env.reset)(jax.random.split(key, n))
+
+
+def batch_step(env: Any) -> Callable[[Any, jax.Array], Any]:
+    """``step(x, actions)`` for a batch of Brax states; an ended episode stays frozen with reward 0."""
+    single = env.step
+
+    def step(x: Any, action: jax.Array) -> Any:
+        stepped = jax.vmap(single)(x, action)
+        ended = x.done > 0
+
+        def keep(old, new):
+            mask = jnp.reshape(ended, ended.shape + (1,) * (jnp.ndim(new) - 1))
+            return jnp.where(mask, old, new)
+
+        frozen = jax.tree.map(keep, x, stepped)
+        return frozen.replace(reward=jnp.where(ended, jnp.zeros_like(stepped.reward), stepped.reward))
+
+    return step
+
+
+def reward_loss(x_next: Any, action: jax.Array) -> jax.Array:
+    """Minus the batch mean of one step's reward; summed over the horizon: minus the mean return."""
+    del action
+    return -jnp.mean(x_next.reward)
+
+
+def brax_problem(
+    env: Any,
+    n_steps: int,
+    *,
+    step_loss: Callable[[Any, jax.Array], jax.Array] | None = None,
+    final_loss: Callable[[Any], jax.Array] | None = None,
+) -> ControlProblem:
+    """A :class:`ControlProblem` over ``n_steps`` of a batch of ``env``.
+
+    The loss is minus the mean return (:func:`reward_loss`) unless you give
+    your own ``step_loss(x_next, action)`` and/or ``final_loss(x_n)`` of Brax states.
+    """
+    if step_loss is None and final_loss is None:
+        step_loss = reward_loss
+    return ControlProblem(step=batch_step(env), n_steps=n_steps, step_loss=step_loss, final_loss=final_loss)
+
+
+def episode_returns(policy: Callable, env: Any, x0: Any, n_steps: int) -> jax.Array:
+    """Return of each episode from the states ``x0`` over ``n_steps`` (rewards until ``done``), shape ``(batch,)``."""
+    step = batch_step(env)
+
+    def body(x, _):
+        x = step(x, policy(x))
+        return x, x.reward
+
+    _, rewards = jax.lax.scan(body, x0, None, length=n_steps)
+    return jnp.sum(rewards, axis=0)
