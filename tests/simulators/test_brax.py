@@ -66,3 +66,34 @@ def test_an_ended_episode_stays_frozen_with_no_reward(env):
     assert float(x1.reward[0]) == 0.0 and float(x1.reward[1]) != 0.0
     returns = brax_sim.episode_returns(lambda x: jnp.ones((x.obs.shape[0], 1)), env, brax_sim.reset(env, jax.random.key(3), 3), 100)
     assert np.all(np.isfinite(returns)) and np.all(returns < 100 * 9)  # a pushed pendulum falls: the bonus stops
+
+
+def one_line(err: str) -> str:
+    lines = [line for line in err.splitlines() if line.strip()]
+    assert len(lines) == 1 and lines[0].startswith("stablebptt: error:"), err
+    assert "Traceback" not in err
+    return lines[0]
+
+
+@pytest.mark.parametrize("command", ["train", "compare"])
+def test_without_the_extra_one_line_names_the_install(command, monkeypatch, capsys, tmp_path):
+    import sys
+
+    from stablebptt.cli import main
+
+    monkeypatch.setitem(sys.modules, "brax", None)  # as if Brax were not installed
+    code = main([command, "brax", "--env", "reacher", "--out", str(tmp_path / "run")])
+    line = one_line(capsys.readouterr().err)
+    assert code == 2 and "pip install 'stablebptt[brax]'" in line
+    assert not (tmp_path / "run").exists()
+
+
+def test_unknown_environment_lists_the_valid_ones(capsys, tmp_path):
+    from stablebptt.cli import main
+
+    code = main(["train", "brax", "--env", "cheetah", "--out", str(tmp_path / "run")])
+    line = one_line(capsys.readouterr().err)
+    assert code == 2 and "unknown Brax environment 'cheetah'; choose one of ant," in line and "reacher" in line
+    code = main(["train", "brax", "--backend", "mjx", "--out", str(tmp_path / "run")])
+    assert code == 2 and "Brax backend 'mjx' cannot be differentiated here" in one_line(capsys.readouterr().err)
+    assert not (tmp_path / "run").exists()

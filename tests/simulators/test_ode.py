@@ -61,3 +61,13 @@ def test_updates_through_the_solver_equal_the_closed_form_and_finite_differences
 def test_bad_interval():
     with pytest.raises(ValueError, match="dt=0.0; a control interval must be positive"):
         ode_step(oscillator, 0.0)
+
+
+def test_without_diffrax_the_error_names_the_install(monkeypatch):
+    import sys
+
+    from stablebptt.simulators import MissingExtraError
+
+    monkeypatch.setitem(sys.modules, "diffrax", None)
+    with pytest.raises(MissingExtraError, match=r"pip install 'stablebptt\[diffrax\]'"):
+        ode_step(oscillator, DT)
