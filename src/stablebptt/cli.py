@@ -154,7 +154,10 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate.add_argument("run_dir", type=Path, metavar="DIR", help="the --out of a finished 'stablebptt train'")
 
     reproduce = commands.add_parser("reproduce", help="reproduce a figure of the paper: the toy examples or an experiment's whole sweep")
-    reproduce.add_argument("experiment", choices=("toy", "cartpole", "repulsion", "quantum"), metavar="EXPERIMENT", help="toy, cartpole, repulsion or quantum")
+    reproduce.add_argument("experiment", choices=("toy", "cartpole", "repulsion", "quantum", "brax"), metavar="EXPERIMENT", help="toy, cartpole, repulsion, quantum, or brax (Brax's APG against R, M, C)")
+    reproduce.add_argument("--env", metavar="NAME", default=None, help="with brax: the environment (default inverted_double_pendulum)")
+    reproduce.add_argument("--steps", type=_positive_int, metavar="N", default=None, help="with brax: episode length = horizon (default 100)")
+    reproduce.add_argument("--n-train", type=_positive_int, metavar="N", default=None, help="with brax: training initial states (default 64)")
     reproduce.add_argument("--out", type=Path, metavar="DIR", required=True, help="output directory (a sweep continues where it stopped)")
     reproduce.add_argument("--preset", choices=("quick", "paper"), default=None, help="quick (default: about ten minutes on 2 CPU cores) or paper (the paper's protocol)")
     reproduce.add_argument("--epochs", type=_positive_int, metavar="N", default=None, help="epochs per run (default: the preset's)")
@@ -241,6 +244,11 @@ def _reproduce(args) -> int:
         toy.reproduce_toy(args.out)
         print(f"figures in {args.out}")
         return 0
+    if args.experiment == "brax":
+        return _reproduce_brax(args)
+    brax_only = [flag for flag, value in (("--env", args.env), ("--steps", args.steps), ("--n-train", args.n_train)) if value is not None]
+    if brax_only:
+        raise ValueError(f"reproduce {args.experiment} takes no {brax_only[0]}: it sets the Brax comparison")
     if args.backend == "ray":
         from .experiments.ray_backend import RayBackend, import_ray
 
@@ -273,6 +281,26 @@ def _reproduce(args) -> int:
     rows = report.write_report(spec, args.out)
     print(report.table_markdown(spec, rows), end="")
     print(f"sweep time {time.perf_counter() - start:.1f} s; table, figure and runs in {args.out}")
+    return 0
+
+
+def _reproduce_brax(args) -> int:
+    from .experiments.brax_peer import PeerSpec, run_peer
+
+    unused = [
+        flag for flag, value in (("--preset", args.preset), ("--levels", args.levels), ("--clips", args.clips), ("--backend", args.backend),
+                                 ("--address", args.address), ("--remat", args.remat or None), ("--x64", args.x64 or None))
+        if value is not None
+    ]  # fmt: skip
+    if unused:
+        raise ValueError(f"reproduce brax takes no {unused[0]}")
+    options = {"env": args.env, "n_steps": args.steps, "epochs": args.epochs, "n_train": args.n_train}
+    spec = PeerSpec(**{k: v for k, v in options.items() if v is not None},
+                    **({"seeds": tuple(range(42, 42 + args.seeds))} if args.seeds else {}),
+                    **({"methods": tuple(args.methods)} if args.methods else {}))  # fmt: skip
+    run_peer(spec, args.out, progress=not args.quiet)
+    print((args.out / "table.md").read_text(encoding="utf-8"), end="")
+    print(f"table, figure and runs in {args.out}")
     return 0
 
 
