@@ -31,10 +31,10 @@ def exact_step(x, c):
 
 def problems():
     loss = lambda x: jnp.mean(jnp.sum(x**2, axis=1))  # noqa: E731
-    solver = ode_step(oscillator, DT, solver=diffrax.Dopri8(), dt0=DT / 4)
+    solver = ode_step(oscillator, DT, solver=diffrax.Tsit5(), dt0=DT / 8)
     return (
-        sb.ControlProblem(step=solver, n_steps=20, final_loss=loss),
-        sb.ControlProblem(step=exact_step, n_steps=20, final_loss=loss),
+        sb.ControlProblem(step=solver, n_steps=12, final_loss=loss),
+        sb.ControlProblem(step=exact_step, n_steps=12, final_loss=loss),
     )
 
 
@@ -54,7 +54,7 @@ def test_updates_through_the_solver_equal_the_closed_form_and_finite_differences
         loss, update, _ = sb.value_and_update(flow, policy, ode, x0)
         want_loss, want, _ = sb.value_and_update(flow, policy, exact, x0)
         assert float(loss) == pytest.approx(float(want_loss), rel=1e-10)
-        assert_trees_close(update, want, rel=1e-8)
+        assert_trees_close(update, want, rel=1e-7)
     assert_regular_gradient_matches_finite_differences(policy, ode, x0, eps=1e-6, rtol=1e-6)
 
 
