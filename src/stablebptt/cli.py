@@ -154,7 +154,7 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate.add_argument("run_dir", type=Path, metavar="DIR", help="the --out of a finished 'stablebptt train'")
 
     reproduce = commands.add_parser("reproduce", help="reproduce a figure of the paper: the toy examples or an experiment's whole sweep")
-    reproduce.add_argument("experiment", choices=("toy", "cartpole", "repulsion", "quantum", "brax"), metavar="EXPERIMENT", help="toy, cartpole, repulsion, quantum, or brax (Brax's APG against R, M, C)")
+    reproduce.add_argument("experiment", choices=("toy", "lq", "cartpole", "repulsion", "quantum", "brax"), metavar="EXPERIMENT", help="toy, lq (the linear-quadratic check), cartpole, repulsion, quantum, or brax (Brax's APG against R, M, C)")
     reproduce.add_argument("--env", metavar="NAME", default=None, help="with brax: the environment (default inverted_double_pendulum)")
     reproduce.add_argument("--steps", type=_positive_int, metavar="N", default=None, help="with brax: episode length = horizon (default 100)")
     reproduce.add_argument("--n-train", type=_positive_int, metavar="N", default=None, help="with brax: training initial states (default 64)")
@@ -233,6 +233,16 @@ def _reproduce(args) -> int:
 
     from .experiments import report, sweep, toy
 
+    if args.experiment == "lq":
+        from .experiments.lq import LQSpec, run_lq, table_markdown
+
+        given = [flag for flag, value in (("--preset", args.preset), ("--seeds", args.seeds), ("--backend", args.backend), ("--levels", args.levels), ("--clips", args.clips), ("--remat", args.remat or None)) if value is not None]
+        if given:
+            raise ValueError(f"reproduce lq takes no {given[0]}")
+        spec = LQSpec(**({"epochs": args.epochs} if args.epochs else {}), **({"methods": tuple(args.methods)} if args.methods else {}))
+        print(table_markdown(spec, run_lq(spec, args.out)), end="")
+        print(f"table in {args.out}")
+        return 0
     if args.experiment == "toy":
         options = (
             ("--preset", args.preset), ("--epochs", args.epochs), ("--seeds", args.seeds), ("--levels", args.levels), ("--methods", args.methods),

@@ -10,12 +10,12 @@ from __future__ import annotations
 import dataclasses
 from typing import Any
 
-from . import brax_env, cartpole, quantum, repulsion
+from . import brax_env, cartpole, linear, quantum, repulsion
 from .base import Task, check_shape
 
-__all__ = ["Task", "check_shape", "DIFFICULTY", "TASKS", "task_config", "make_task", "cartpole", "repulsion", "quantum", "brax_env"]
+__all__ = ["Task", "check_shape", "DIFFICULTY", "TASKS", "task_config", "make_task", "cartpole", "repulsion", "quantum", "brax_env", "linear"]
 
-DIFFICULTY: dict[str, str] = {"cartpole": "n_poles", "repulsion": "rc", "quantum": "target", "brax": "env"}
+DIFFICULTY: dict[str, str] = {"cartpole": "n_poles", "repulsion": "rc", "quantum": "target", "brax": "env", "linear": "control_cost"}
 """The configuration field that is each task's difficulty knob."""
 
 TASKS: dict[str, tuple[type, Any]] = {
@@ -23,6 +23,7 @@ TASKS: dict[str, tuple[type, Any]] = {
     "repulsion": (repulsion.RepulsionConfig, repulsion.make_task),
     "quantum": (quantum.QuantumConfig, quantum.make_task),
     "brax": (brax_env.BraxConfig, brax_env.make_task),  # needs the extra stablebptt[brax]
+    "linear": (linear.LinearConfig, linear.make_task),
 }
 
 
