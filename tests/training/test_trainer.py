@@ -84,3 +84,44 @@ def test_bad_epochs(one_pole):
     task, policy, train_x, test_x = one_pole
     with pytest.raises(ValueError, match="epochs=0; expected a positive integer"):
         sb.train(policy, task.problem, train_x, test_x, flow=sb.R(), optimizer=sb.make_optimizer(), epochs=0)
+
+
+def pendulum():
+    def step(x, f):
+        v = x[:, 1] + 0.1 * (f[:, 0] - jnp.sin(x[:, 0]))
+        return jnp.stack([x[:, 0] + 0.1 * v, v], axis=1)
+
+    problem = sb.ControlProblem(step=step, n_steps=10, final_loss=lambda x: jnp.mean(x**2))
+    x = np.random.default_rng(0).uniform(-1, 1, (16, 2)).astype(np.float32)
+    return problem, sb.DenseNet(2, 1, (8,), key=jax.random.key(0)), x
+
+
+def test_bad_data_is_refused_naming_the_set():
+    problem, policy, x = pendulum()
+    nan_test = x.copy()
+    nan_test[3, 1] = np.nan
+    cases = [
+        ((x.astype(np.float64), x), "the training set is float64 but 64-bit JAX is off"),
+        ((x, nan_test), "the test set holds NaN or infinite values (sample 3)"),
+        ((x, x[:, :1]), "the test set: the controller fails on states of shape (16, 1)"),
+        ((x[:, :1], x), "the training set: the controller fails on states of shape (16, 1)"),
+    ]
+    for (train_x, test_x), message in cases:
+        with pytest.raises(ValueError) as err:
+            sb.train(policy, problem, train_x, test_x, flow=sb.C(), optimizer=sb.make_optimizer(), epochs=1)
+        assert message in str(err.value) and "\n" not in str(err.value)
+
+
+def test_batched_runs_with_different_learning_rates():
+    """make_optimizer keeps the rate in its state: each run trains at its own rate; optax.adam's rates are refused."""
+    import optax
+
+    problem, policy, x = pendulum()
+    optimizers = [sb.make_optimizer("none", 1e-3), sb.make_optimizer("none", 1e-1)]
+    batched = sb.train_batched([policy, policy], problem, [x, x], [x, x], flow=sb.R(), optimizers=optimizers, epochs=2)
+    for run, opt in zip(batched, optimizers, strict=True):
+        single = sb.train(policy, problem, x, x, flow=sb.R(), optimizer=opt, epochs=2)
+        assert run.history[-1]["test_loss"] == pytest.approx(single.history[-1]["test_loss"], rel=1e-5)
+    assert batched[0].history[-1]["test_loss"] != pytest.approx(batched[1].history[-1]["test_loss"], rel=1e-3)
+    with pytest.raises(ValueError, match="optimizer 1 updates differently from optimizer 0"):
+        sb.train_batched([policy, policy], problem, [x, x], [x, x], flow=sb.R(), optimizers=[optax.adam(1e-3), optax.adam(1e-1)], epochs=1)

@@ -16,6 +16,7 @@ from typing import Any, Callable, Sequence
 import equinox as eqx
 import jax
 import jax.numpy as jnp
+import numpy as np
 import optax
 
 from ..flows import Flow
@@ -23,7 +24,7 @@ from ..problem import ControlProblem
 from ..updates import Backward, SharedBackward, trainable
 from .batching import batch_count, split_batches
 from .sharding import data_mesh, replicate, shard_leading
-from .trainer import TrainResult, epoch_row, make_epoch_functions, row_is_finite
+from .trainer import TrainResult, check_data, epoch_row, make_epoch_functions, row_is_finite
 
 __all__ = ["train_batched"]
 
@@ -34,6 +35,23 @@ def _stack(trees: Sequence[Any]) -> Any:
 
 def _lane(tree: Any, i: int) -> Any:
     return jax.tree.map(lambda a: a[i], tree)
+
+
+def _check_same_rule(optimizers: Sequence[optax.GradientTransformation], params_list: list, opt_states: list) -> None:
+    """Refuse optimizers whose update rules differ outside their states: the batch applies the first one's rule."""
+    rng = np.random.default_rng(0)
+    for i, (opt, params, state) in enumerate(zip(optimizers, params_list, opt_states, strict=True)):
+        if opt is optimizers[0]:
+            continue
+        probe = jax.tree.map(lambda a: jnp.asarray(rng.normal(size=a.shape), a.dtype), params)
+        own, _ = opt.update(probe, state, params)
+        first, _ = optimizers[0].update(probe, state, params)
+        if not all(bool(jnp.array_equal(a, b)) for a, b in zip(jax.tree.leaves(own), jax.tree.leaves(first), strict=True)):
+            raise ValueError(
+                f"train_batched: optimizer {i} updates differently from optimizer 0 with the same state (its settings live "
+                "outside its state, e.g. optax.adam(1e-1)); build them with stablebptt.make_optimizer, which keeps clip "
+                "limits and learning rate in the state, or train the runs separately"
+            )
 
 
 def train_batched(
@@ -54,7 +72,9 @@ def train_batched(
 
     ``optimizers`` must come from :func:`stablebptt.make_optimizer` with the
     same ``adam`` form (they may differ in clip mode and numbers): the first
-    one's update rule is used for all, with each run's own state.
+    one's update rule is used for all, with each run's own state. Optimizers
+    that would update differently under that rule (e.g. ``optax.adam`` with
+    different learning rates) are refused.
 
     A run whose loss becomes non-finite is marked (``diverged_at_epoch``) and
     its history ends there; the others go on. ``on_epoch`` receives one row
@@ -78,6 +98,9 @@ def train_batched(
     opt_states = [opt.init(p) for opt, p in zip(optimizers, params_list, strict=True)]
     if len({jax.tree.structure(s) for s in opt_states}) != 1:
         raise ValueError("train_batched: optimizers must be built alike (make_optimizer with the same adam form)")
+    _check_same_rule(optimizers, params_list, opt_states)
+    for policy, train_x, test_x in zip(policies, train_xs, test_xs, strict=True):
+        check_data(policy, problem, train_x, test_x)
 
     fns = make_epoch_functions(policies[0], problem, flow, optimizers[0], backward=backward)
     mesh = data_mesh(batch_size, devices)

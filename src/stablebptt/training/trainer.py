@@ -32,6 +32,7 @@ __all__ = [
     "epoch_row",
     "row_is_finite",
     "make_epoch_functions",
+    "check_data",
     "train",
 ]
 
@@ -153,6 +154,31 @@ def _leading(x: Any) -> int:
     return int(jax.tree.leaves(x)[0].shape[0])
 
 
+def check_data(policy: Any, problem: ControlProblem, train_x: Any, test_x: Any) -> None:
+    """One-line ValueErrors, naming the set, for data that cannot train: float64 arrays while 64-bit
+    JAX is off (they would be computed in float32), NaN or infinite values, a layout that the
+    controller or the simulator refuses."""
+    x64 = jax.config.read("jax_enable_x64")
+    for name, x in (("training set", train_x), ("test set", test_x)):
+        for leaf in jax.tree.leaves(x):
+            dtype = getattr(leaf, "dtype", None)
+            if dtype is None or not np.issubdtype(dtype, np.inexact):
+                continue
+            if dtype == np.float64 and not x64:
+                raise ValueError(
+                    f"the {name} is float64 but 64-bit JAX is off, so it would be computed in float32; "
+                    "call stablebptt.set_float64() first (--x64 on the command line), or pass float32 data"
+                )
+            finite = np.isfinite(np.asarray(leaf)).reshape(np.shape(leaf)[0], -1).all(axis=1) if np.ndim(leaf) else np.isfinite(leaf)
+            if not np.all(finite):
+                bad = int(np.argmin(finite)) if np.ndim(finite) else 0
+                raise ValueError(f"the {name} holds NaN or infinite values (sample {bad}); give finite initial states")
+        try:
+            problem.check(policy, x)
+        except ValueError as err:
+            raise ValueError(f"the {name}: {err}") from None
+
+
 def train(
     policy: Any,
     problem: ControlProblem,
@@ -192,6 +218,7 @@ def train(
     batch_count(_leading(train_x), batch_size)
     if _leading(test_x) < 1:
         raise ValueError("the test set is empty; give at least one test sample")
+    check_data(policy, problem, train_x, test_x)
 
     fns = make_epoch_functions(policy, problem, flow, optimizer, backward=backward)
     mesh = data_mesh(batch_size, devices)
