@@ -121,7 +121,12 @@ def test_non_finite_loss_stops_keeps_metrics_and_fails(capsys, tmp_path):
     with open(out / "metrics.csv") as f:
         rows = list(csv.DictReader(f))
     assert len(rows) == 1 and rows[0]["test_loss"] == "nan"
-    assert json.loads((out / "summary.json").read_text())["status"] == "diverged"
+    text = (out / "summary.json").read_text()
+    summary = json.loads(text, parse_constant=lambda c: pytest.fail(f"summary.json holds bare {c}"))
+    assert summary["status"] == "diverged" and summary["final"]["test_loss"] is None
+    assert math.isfinite(summary["initial"]["test_loss"])  # the losses before training are kept
+    code, _, err = run(capsys, "evaluate", out)
+    assert code == 2 and "diverged at epoch 1" in one_line_error(err) and "--clip norm" in err
     # the same command again reports the same divergence and keeps the files
     before = snapshot(out)
     code, _, err = run(capsys, "train", "cartpole", *SMALL, "--method", "R", "--lr", "1e30", "--out", out)
@@ -334,6 +339,13 @@ def test_reproduce_a_sub_grid(capsys, tmp_path):
     line = one_line_error(err)
     assert code == 2 and "holds a sweep with different settings: methods (['C', 'R'] vs ['C'])" in line
     assert tree() == before
+
+
+def test_version(capsys):
+    import stablebptt
+
+    code, out, _ = run(capsys, "--version")
+    assert code == 0 and out.strip() == f"stablebptt {stablebptt.__version__}"
 
 
 def test_reproduce_toy(capsys, tmp_path):

@@ -142,6 +142,9 @@ def _add_task_parsers(sub, command: str, *, with_method: bool, out_required: boo
 
 def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(prog="stablebptt", description="Train neural controllers through differentiable physics with stabilized BPTT.")
+    from . import __version__
+
+    parser.add_argument("--version", action="version", version=f"stablebptt {__version__}")
     commands = parser.add_subparsers(dest="command", required=True, parser_class=_Parser, metavar="COMMAND")
 
     train = commands.add_parser("train", help="train one controller")

@@ -5,6 +5,7 @@ from __future__ import annotations
 import dataclasses
 import io
 import json
+import math
 import shutil
 import time
 from pathlib import Path
@@ -118,7 +119,7 @@ def train_run(
             backward=config.backward(),
         )
     except NonFiniteLossError as err:
-        writer.finish(err.history, policy=None, initial={}, compile_seconds=None, diverged_at=err.epoch)
+        writer.finish(err.history, policy=None, initial=err.initial, compile_seconds=None, diverged_at=err.epoch)
         raise
     except BaseException:
         writer.abandon()
@@ -184,9 +185,18 @@ class RunWriter:
             "jax_version": jax.__version__,
             "backend": jax.default_backend(),
         }
-        atomic_write_text(partial / rundir.SUMMARY, json.dumps(summary, indent=2) + "\n")
+        atomic_write_text(partial / rundir.SUMMARY, json.dumps(_finite_or_null(summary), indent=2, allow_nan=False) + "\n")
         rundir.finalize(partial, self.out)
         return summary
+
+
+def _finite_or_null(value: Any) -> Any:
+    """``value`` with every NaN or infinite float replaced by None, so that the JSON is standard."""
+    if isinstance(value, dict):
+        return {k: _finite_or_null(v) for k, v in value.items()}
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    return value
 
 
 def _serialise(policy: Any) -> bytes:
@@ -210,8 +220,12 @@ def load_run(run_dir: Path) -> tuple[Setup, Any, list[dict]]:
                 f"{run_dir} is a finished run whose parameters were not kept (no {rundir.PARAMS}, as in a committed results folder); "
                 f"its metrics are in {rundir.METRICS}: train it again with the settings of its {rundir.CONFIG} to get a controller"
             )
-        why = "the run diverged" if status == "diverged" else "the run did not finish"
-        raise rundir.RunDirError(f"{run_dir} has no {rundir.PARAMS} ({why}); train it again")
+        if status == "diverged":
+            raise rundir.RunDirError(
+                f"{run_dir} diverged at epoch {summary.get('diverged_at_epoch')} and has no {rundir.PARAMS}; the same settings "
+                "diverge the same way: train it with clipping (--clip norm) or a smaller --lr"
+            )
+        raise rundir.RunDirError(f"{run_dir} has no {rundir.PARAMS} (the run did not finish); run its command again to train it")
     setup = build(config)
     policy = eqx.tree_deserialise_leaves(params_path, setup.policy)
     return setup, policy, rundir.read_metrics(run_dir / rundir.METRICS)

@@ -60,9 +60,10 @@ updates (compiled in advance, so compilation is not counted).
 class NonFiniteLossError(RuntimeError):
     """Training produced a non-finite loss; ``epoch`` names where, ``history`` holds the rows so far."""
 
-    def __init__(self, epoch: int, history: list[dict]):
+    def __init__(self, epoch: int, history: list[dict], initial: dict | None = None):
         self.epoch = epoch
         self.history = history
+        self.initial = initial or {}
         super().__init__(
             f"non-finite loss at epoch {epoch}: the updates diverged; "
             "try clipping (--clip norm or --clip value) or a smaller learning rate"
@@ -247,7 +248,7 @@ def train(
         if on_epoch is not None:
             on_epoch(row)
         if not row_is_finite(row):
-            raise NonFiniteLossError(epoch, history)
+            raise NonFiniteLossError(epoch, history, initial)
 
     n_devices = 1 if mesh is None else mesh.devices.size
     return TrainResult(eqx.combine(params, fns.static), opt_state, history, initial, compile_seconds, n_devices=n_devices)
