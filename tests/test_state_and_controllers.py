@@ -70,6 +70,16 @@ def check_flow(flow, remat, dtype):
     assert_trees_close(shared[1], autodiff[1], rel=1e-5 if dtype == jnp.float32 else 1e-12)
 
 
+def test_lanes_one_by_one_equal_batched_lanes(x64):
+    """SharedBackward(batch_lanes=False) (one simulator VJP call per lane) gives the batched numbers."""
+    policy, problem = policy_and_problem(jnp.float64)
+    x0 = initial_state(jnp.float64)
+    for flow in (sb.C(), sb.Combined(sb.N(), sb.R())):
+        one_by_one = sb.value_and_update(flow, policy, problem, x0, backward=sb.SharedBackward(batch_lanes=False))[1]
+        batched = sb.value_and_update(flow, policy, problem, x0, backward=sb.SharedBackward())[1]
+        assert_trees_close(one_by_one, batched, rel=1e-13)
+
+
 def optax_norm(tree) -> float:
     return float(sum(jnp.sum(a.astype(jnp.float64) ** 2) for a in jax.tree.leaves(tree)) ** 0.5)
 

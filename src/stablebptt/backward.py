@@ -70,6 +70,7 @@ def value_and_grads(
     sim_gates: np.ndarray | jax.Array,
     *,
     remat: bool | int | None = False,
+    batch_lanes: bool = True,
 ) -> tuple[jax.Array, Any]:
     """Loss and one parameter gradient per lane of gates, from one shared forward pass.
 
@@ -85,6 +86,9 @@ def value_and_grads(
             :mod:`stablebptt.checkpointing`): the forward pass keeps only each
             segment's first state, the backward pass recomputes one segment
             at a time and adds its share of ``∂L/∂θ``.
+        batch_lanes: apply the simulator's VJP to all lanes at once (``vmap``,
+            fastest for small simulators) or once per lane (``False``: compiles
+            far faster for big ones such as Brax's pipelines).
 
     Returns:
         ``(loss, grads)`` with ``grads`` shaped like ``params`` plus a leading
@@ -128,7 +132,11 @@ def value_and_grads(
             d_x1, d_c = loss_vjp(jnp.ones_like(value))
             lam = jax.tree.map(lambda a, b: a + b, lam, d_x1)
         _, sim_vjp = jax.vjp(lambda a, cc: _split(step(eqx.combine(a, x_s), cc))[0], x_d, c)
-        lam_x, mu = jax.vmap(sim_vjp)(lam)
+        if batch_lanes and k > 1:
+            lam_x, mu = jax.vmap(sim_vjp)(lam)
+        else:  # one VJP call per lane: no batching transform of a big simulator's backward pass (much faster to compile)
+            per_lane = [sim_vjp(jax.tree.map(lambda a, i=i: a[i], lam)) for i in range(k)]
+            lam_x, mu = jax.tree.map(lambda *xs: jnp.stack(xs), *per_lane)
         if step_loss is not None:
             mu = jax.tree.map(lambda a, b: a + b, mu, d_c)
         lam_prev = _lanes(g_sim, lam_x)

@@ -88,7 +88,8 @@ class RunConfig:
         return flow_from_name(self.method)
 
     def backward(self) -> SharedBackward:
-        return SharedBackward(remat=self.remat)
+        # Brax's pipelines compile very slowly under a vmapped VJP: one call per lane there.
+        return SharedBackward(remat=self.remat, batch_lanes=self.task != "brax")
 
     def optimizer(self):
         return make_optimizer(self.clip, self.learning_rate, adam=self.adam)
