@@ -50,7 +50,7 @@ def policy_and_problem(dtype):
     return sb.FunctionPolicy(fn, params), problem
 
 
-CASES = [(flow, False, "float64") for flow in FLOWS] + [(sb.C(), 3, "float32"), (sb.R(), 3, "float64")]
+CASES = [(flow, False, "float64") for flow in FLOWS] + [(sb.C(), 3, "float32")]
 
 
 @pytest.mark.parametrize("flow, remat, precision", CASES, ids=lambda v: type(v).__name__ if isinstance(v, sb.Flow) else str(v))
@@ -74,7 +74,7 @@ def test_lanes_one_by_one_equal_batched_lanes(x64):
     """SharedBackward(batch_lanes=False) (one simulator VJP call per lane) gives the batched numbers."""
     policy, problem = policy_and_problem(jnp.float64)
     x0 = initial_state(jnp.float64)
-    for flow in (sb.C(), sb.Combined(sb.N(), sb.R())):
+    for flow in (sb.Combined(sb.N(), sb.R()),):  # two lanes, only one through the network
         one_by_one = sb.value_and_update(flow, policy, problem, x0, backward=sb.SharedBackward(batch_lanes=False))[1]
         batched = sb.value_and_update(flow, policy, problem, x0, backward=sb.SharedBackward())[1]
         assert_trees_close(one_by_one, batched, rel=1e-13)
