@@ -32,7 +32,8 @@ class RunConfig:
 
     ``task_options`` overrides the task configuration's defaults (e.g.
     ``{"n_poles": 2}``); :meth:`resolved` fills in every field so that the
-    JSON names all constants. The same config gives the same numbers on CPU.
+    JSON names all constants. The same config gives identical numbers on the
+    same machine type and close ones on another CPU.
     ``remat``: steps per checkpointed rollout segment (0: none; ``True``:
     ``ceil(√n_steps)``, spelled out by :meth:`resolved`).
     """
