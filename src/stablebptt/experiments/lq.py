@@ -13,12 +13,12 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import math
 from pathlib import Path
 
 import jax
 import jax.numpy as jnp
 import numpy as np
+import optax
 
 from ..atomic import atomic_write_text
 from ..flows import flow_from_name
@@ -72,10 +72,6 @@ def optimum(config: linear.LinearConfig, x0: np.ndarray) -> tuple[np.ndarray, fl
     return np.reshape(best.x, (1, 2)), float(best.fun)
 
 
-def _norm(tree) -> float:
-    return float(math.sqrt(sum(float(jnp.sum(a**2)) for a in jax.tree.leaves(tree))))
-
-
 def run_lq(spec: LQSpec, out: Path) -> list[dict]:
     """Train every control cost × start × method; write ``table.csv`` and ``table.md`` into ``out``."""
     out = Path(out)
@@ -86,10 +82,13 @@ def run_lq(spec: LQSpec, out: Path) -> list[dict]:
             task = linear.make_task(config)
             x0 = linear.sample_initial_states(config, jax.random.key(spec.seed), spec.n_states, jnp.float64)
             theta_star, loss_star = optimum(config, np.asarray(x0))
+            flows = {method: flow_from_name(method) for method in spec.methods}
+            at_optimum = {
+                method: float(optax.tree_utils.tree_norm(value_and_update(flow, linear.LinearFeedback(jnp.asarray(theta_star)), task.problem, x0)[1]))
+                for method, flow in flows.items()
+            }
             for start_name, start in (("zero gain", np.zeros((1, 2))), ("θ* + 0.1", theta_star + 0.1)):
-                for method in spec.methods:
-                    flow = flow_from_name(method)
-                    at_optimum = value_and_update(flow, linear.LinearFeedback(jnp.asarray(theta_star)), task.problem, x0)[1]
+                for method, flow in flows.items():
                     result = train(
                         linear.LinearFeedback(jnp.asarray(start)), task.problem, x0, x0, flow=flow,
                         optimizer=make_optimizer("none", spec.learning_rate), epochs=spec.epochs, batch_size=spec.n_states,
@@ -102,7 +101,7 @@ def run_lq(spec: LQSpec, out: Path) -> list[dict]:
                         "theta_0": float(theta[0, 0]), "theta_1": float(theta[0, 1]),
                         "theta_star_0": float(theta_star[0, 0]), "theta_star_1": float(theta_star[0, 1]),
                         "distance": float(np.linalg.norm(theta - theta_star)), "loss": loss, "loss_star": loss_star,
-                        "loss_gap": loss - loss_star, "update_norm_at_end": _norm(at_end), "update_norm_at_optimum": _norm(at_optimum),
+                        "loss_gap": loss - loss_star, "update_norm_at_end": float(optax.tree_utils.tree_norm(at_end)), "update_norm_at_optimum": at_optimum[method],
                     })  # fmt: skip
     out.mkdir(parents=True, exist_ok=True)
     atomic_write_text(out / "table.csv", rundir.csv_text(TABLE_COLUMNS, rows))

@@ -29,7 +29,7 @@ import jax
 import jax.numpy as jnp
 
 from ..problem import ControlProblem
-from . import MissingExtraError
+from . import require
 
 __all__ = [
     "BACKENDS",
@@ -49,13 +49,9 @@ BACKENDS = ("generalized", "positional", "spring")
 
 def import_brax_envs() -> ModuleType:
     """``brax.envs``, imported quietly (its optional GPU back ends print at import)."""
-    try:
-        with contextlib.redirect_stdout(io.StringIO()), warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            from brax import envs
-    except ImportError as err:
-        raise MissingExtraError(f"Brax is not installed ({err}); install the extra: pip install 'stablebptt[brax]'") from None
-    return envs
+    with contextlib.redirect_stdout(io.StringIO()), warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        return require("brax.envs", "brax")
 
 
 def env_names() -> list[str]:

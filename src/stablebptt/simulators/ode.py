@@ -11,6 +11,8 @@ from __future__ import annotations
 
 from typing import Any, Callable
 
+import jax
+
 from . import require
 
 __all__ = ["ode_step"]
@@ -49,19 +51,13 @@ def ode_step(
     solver = diffrax.Tsit5() if solver is None else solver
     stepsize_controller = diffrax.ConstantStepSize() if stepsize_controller is None else stepsize_controller
     options = {} if adjoint is None else {"adjoint": adjoint}
-    term = diffrax.ODETerm(lambda t, x, c: vector_field(t, x, c))
+    term = diffrax.ODETerm(vector_field)
 
     def step(x: Any, c: Any) -> Any:
         solution = diffrax.diffeqsolve(
             term, solver, t0=0.0, t1=dt, dt0=dt if dt0 is None else dt0, y0=x, args=c,
             stepsize_controller=stepsize_controller, saveat=diffrax.SaveAt(t1=True), max_steps=max_steps, **options,
         )  # fmt: skip
-        return _last(solution.ys)
+        return jax.tree.map(lambda a: a[-1], solution.ys)  # the one saved time, t = dt
 
     return step
-
-
-def _last(ys: Any) -> Any:
-    import jax
-
-    return jax.tree.map(lambda a: a[-1], ys)
