@@ -18,7 +18,7 @@ import statistics
 import jax
 
 import stablebptt as sb
-from stablebptt.experiments.brax_peer import _jax_shims_for_apg
+from stablebptt.experiments.brax_peer import import_apg
 from stablebptt.simulators import brax as brax_sim
 from stablebptt.tasks.brax_env import BraxConfig, make_policy
 
@@ -36,8 +36,7 @@ def ours(env, name: str, horizon: int, batch: int, updates: int) -> dict[str, fl
 
 
 def apg(env, horizon: int, batch: int, updates: int) -> float:
-    _jax_shims_for_apg()
-    from brax.training.agents.apg import train as apg_train
+    apg_train = import_apg()
 
     seen = []
     apg_train.train(

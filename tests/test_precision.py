@@ -16,8 +16,9 @@ CONFIG = RunConfig(task="cartpole", task_options={"n_poles": 1, "n_steps": 40}, 
 
 
 def train(config: RunConfig, policy, train_x, test_x):
-    return sb.train(policy, config.make_task().problem, train_x, test_x, flow=config.flow(), optimizer=config.optimizer(),
-                    epochs=config.epochs, backward=config.backward())  # fmt: skip
+    task = config.make_task()
+    return sb.train(policy, task.problem, train_x, test_x, flow=config.flow(), optimizer=config.optimizer(),
+                    epochs=config.epochs, backward=config.backward(task))  # fmt: skip
 
 
 def to_float64(tree):

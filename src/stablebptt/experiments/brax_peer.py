@@ -26,6 +26,8 @@ import time
 from pathlib import Path
 from typing import Any, Callable
 
+import jax
+import jax.numpy as jnp
 import numpy as np
 
 from ..atomic import atomic_write_text
@@ -33,7 +35,7 @@ from . import rundir
 from .config import RunConfig
 from .single import build, train_run
 
-__all__ = ["PeerSpec", "APG_VARIANTS", "run_peer", "peer_table", "peer_table_markdown", "peer_figure"]
+__all__ = ["PeerSpec", "APG_VARIANTS", "import_apg", "run_peer", "peer_table", "peer_table_markdown", "peer_figure"]
 
 PEER_CONFIG = "peer.json"
 APG_VARIANTS = ("APG-default", "APG-matched")
@@ -103,28 +105,29 @@ def _check_dir(out: Path, spec: PeerSpec) -> None:
         )
 
 
-def _jax_shims_for_apg() -> None:
-    """Brax 0.14's APG calls ``jax.device_put_replicated``, which JAX 0.10 removed: supply its documented replacement."""
-    import jax
-    import jax.numpy as jnp
+def import_apg() -> Any:
+    """``brax.training.agents.apg.train``. Brax 0.14's APG calls ``jax.device_put_replicated``,
+    which JAX 0.10 removed; on one device its documented replacement is stacking the copies."""
+    from ..simulators import brax as brax_sim
 
+    brax_sim.import_brax_envs()
     if "device_put_replicated" not in vars(jax):
 
         def device_put_replicated(x, devices):
             stacked = jax.tree.map(lambda a: jnp.stack([jnp.asarray(a)] * len(devices)), x)
-            return jax.device_put(stacked, devices[0])  # one device here: pmap takes the stacked axis
+            return jax.device_put(stacked, devices[0])
 
         jax.device_put_replicated = device_put_replicated
+    from brax.training.agents.apg import train as apg
+
+    return apg
 
 
 def train_apg(spec: PeerSpec, variant: str, seed: int) -> dict:
     """Train Brax's APG under ``spec``'s budget; its curve, its final return on our test states, its wall time."""
     from ..simulators import brax as brax_sim
 
-    brax_sim.import_brax_envs()
-    _jax_shims_for_apg()
-    from brax.training.agents.apg import train as apg
-
+    apg = import_apg()
     setup = build(spec.run_config("R", seed))  # the same test initial states as our runs of this seed
     env = brax_sim.get_env(spec.env)
     horizon = spec.apg_horizon(variant)
@@ -142,8 +145,6 @@ def train_apg(spec: PeerSpec, variant: str, seed: int) -> dict:
         num_envs=spec.batch_size, num_evals=evals, seed=seed, progress_fn=progress,
     )  # fmt: skip
     wall = time.perf_counter() - start
-    import jax
-
     act = make_policy(params, deterministic=True)
     key = jax.random.PRNGKey(0)  # unused by the deterministic policy
     returns = brax_sim.episode_returns(lambda x: act(x.obs, key)[0], env, setup.test_x, spec.n_steps)

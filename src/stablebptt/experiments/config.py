@@ -88,9 +88,9 @@ class RunConfig:
     def flow(self) -> Flow:
         return flow_from_name(self.method)
 
-    def backward(self) -> SharedBackward:
-        # Brax's pipelines compile very slowly under a vmapped VJP: one call per lane there.
-        return SharedBackward(remat=self.remat, batch_lanes=self.task != "brax")
+    def backward(self, task: Task) -> SharedBackward:
+        """The backward pass of this run on ``task`` (built from this config)."""
+        return SharedBackward(remat=self.remat, batch_lanes=task.batch_lanes)
 
     def optimizer(self):
         return make_optimizer(self.clip, self.learning_rate, adam=self.adam)

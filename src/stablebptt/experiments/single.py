@@ -116,7 +116,7 @@ def train_run(
             epochs=config.epochs,
             batch_size=config.batch_size,
             on_epoch=on_epoch,
-            backward=config.backward(),
+            backward=config.backward(setup.task),
         )
     except NonFiniteLossError as err:
         writer.finish(err.history, policy=None, initial=err.initial, compile_seconds=None, diverged_at=err.epoch)

@@ -301,7 +301,7 @@ def _train_group(runs: list[Run], out: Path, on_epoch: Callable[[], None]) -> No
             epochs=config.epochs,
             batch_size=config.batch_size,
             on_epoch=record,
-            backward=config.backward(),
+            backward=config.backward(setups[0].task),
         )
     except BaseException:
         for writer in writers:

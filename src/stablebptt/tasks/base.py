@@ -25,6 +25,9 @@ class Task:
         problem: step, horizon and loss as a :class:`ControlProblem`.
         sample_initial_states: ``(key, n, dtype) -> x0`` with ``n`` samples on axis 0.
         make_policy: ``(key, dtype) -> policy``, the paper's default network.
+        batch_lanes: whether the shared backward pass ``vmap``s the simulator's
+            VJP over a flow's lanes (fast for small simulators) or calls it once
+            per lane (``False``: far faster to compile for big ones, e.g. Brax).
     """
 
     name: str
@@ -32,6 +35,7 @@ class Task:
     problem: ControlProblem
     sample_initial_states: Callable[[jax.Array, int, Any], Any]
     make_policy: Callable[[jax.Array, Any], Any]
+    batch_lanes: bool = True
 
 
 def bind_task(

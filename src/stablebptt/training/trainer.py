@@ -170,10 +170,9 @@ def check_data(policy: Any, problem: ControlProblem, train_x: Any, test_x: Any) 
                     f"the {name} is float64 but 64-bit JAX is off, so it would be computed in float32; "
                     "call stablebptt.set_float64() first (--x64 on the command line), or pass float32 data"
                 )
-            finite = np.isfinite(np.asarray(leaf)).reshape(np.shape(leaf)[0], -1).all(axis=1) if np.ndim(leaf) else np.isfinite(leaf)
-            if not np.all(finite):
-                bad = int(np.argmin(finite)) if np.ndim(finite) else 0
-                raise ValueError(f"the {name} holds NaN or infinite values (sample {bad}); give finite initial states")
+            bad = np.argwhere(~np.isfinite(np.atleast_1d(np.asarray(leaf))))
+            if len(bad):
+                raise ValueError(f"the {name} holds NaN or infinite values (sample {bad[0][0]}); give finite initial states")
         try:
             problem.check(policy, x)
         except ValueError as err:
