@@ -231,6 +231,13 @@ def _enable_x64_for(run_dir: Path) -> None:
         set_float64()
 
 
+def _refuse_options(args, experiment: str, flags: tuple[str, ...], why: str = "") -> None:
+    """One-line error for the first of ``flags`` that was given to ``reproduce experiment``."""
+    for flag in flags:
+        if getattr(args, flag.lstrip("-").replace("-", "_")) not in (None, False, 0):
+            raise ValueError(f"reproduce {experiment} takes no {flag}" + (f": {why}" if why else ""))
+
+
 def _reproduce(args) -> int:
     import time
 
@@ -239,29 +246,22 @@ def _reproduce(args) -> int:
     if args.experiment == "lq":
         from .experiments.lq import LQSpec, run_lq, table_markdown
 
-        given = [flag for flag, value in (("--preset", args.preset), ("--seeds", args.seeds), ("--backend", args.backend), ("--levels", args.levels), ("--clips", args.clips), ("--remat", args.remat or None)) if value is not None]
-        if given:
-            raise ValueError(f"reproduce lq takes no {given[0]}")
+        _refuse_options(args, "lq", ("--preset", "--seeds", "--backend", "--address", "--levels", "--clips", "--remat", "--env", "--steps", "--n-train"))
         spec = LQSpec(**({"epochs": args.epochs} if args.epochs else {}), **({"methods": tuple(args.methods)} if args.methods else {}))
         print(table_markdown(spec, run_lq(spec, args.out)), end="")
         print(f"table in {args.out}")
         return 0
     if args.experiment == "toy":
-        options = (
-            ("--preset", args.preset), ("--epochs", args.epochs), ("--seeds", args.seeds), ("--levels", args.levels), ("--methods", args.methods),
-            ("--clips", args.clips), ("--backend", args.backend), ("--address", args.address), ("--remat", args.remat or None),
+        _refuse_options(
+            args, "toy", ("--preset", "--epochs", "--seeds", "--levels", "--methods", "--clips", "--backend", "--address", "--remat", "--env", "--steps", "--n-train"),
+            why="it has no training runs to size",
         )  # fmt: skip
-        given = [flag for flag, value in options if value is not None]
-        if given:
-            raise ValueError(f"reproduce toy takes no {given[0]}: it has no training runs to size")
         toy.reproduce_toy(args.out)
         print(f"figures in {args.out}")
         return 0
     if args.experiment == "brax":
         return _reproduce_brax(args)
-    brax_only = [flag for flag, value in (("--env", args.env), ("--steps", args.steps), ("--n-train", args.n_train)) if value is not None]
-    if brax_only:
-        raise ValueError(f"reproduce {args.experiment} takes no {brax_only[0]}: it sets the Brax comparison")
+    _refuse_options(args, args.experiment, ("--env", "--steps", "--n-train"), why="it sets the Brax comparison")
     if args.backend == "ray":
         from .experiments.ray_backend import RayBackend, import_ray
 
@@ -300,13 +300,7 @@ def _reproduce(args) -> int:
 def _reproduce_brax(args) -> int:
     from .experiments.brax_peer import PeerSpec, run_peer
 
-    unused = [
-        flag for flag, value in (("--preset", args.preset), ("--levels", args.levels), ("--clips", args.clips), ("--backend", args.backend),
-                                 ("--address", args.address), ("--remat", args.remat or None), ("--x64", args.x64 or None))
-        if value is not None
-    ]  # fmt: skip
-    if unused:
-        raise ValueError(f"reproduce brax takes no {unused[0]}")
+    _refuse_options(args, "brax", ("--preset", "--levels", "--clips", "--backend", "--address", "--remat", "--x64"))
     options = {"env": args.env, "n_steps": args.steps, "epochs": args.epochs, "n_train": args.n_train}
     spec = PeerSpec(**{k: v for k, v in options.items() if v is not None},
                     **({"seeds": tuple(range(42, 42 + args.seeds))} if args.seeds else {}),

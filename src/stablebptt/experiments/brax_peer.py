@@ -92,19 +92,6 @@ class PeerSpec:
         return json.loads(json.dumps(dataclasses.asdict(self)))
 
 
-def _check_dir(out: Path, spec: PeerSpec) -> None:
-    if not rundir.claimed_by(out, PEER_CONFIG, "Brax comparison"):
-        return
-    old = json.loads((out / PEER_CONFIG).read_text(encoding="utf-8"))
-    new = spec.to_dict()
-    diffs = [f"{k} ({old.get(k)!r} vs {new.get(k)!r})" for k in sorted(set(old) | set(new)) if old.get(k) != new.get(k)]
-    if diffs:
-        raise rundir.RunDirError(
-            f"--out {out} holds a comparison with different settings: {'; '.join(diffs[:3])}; "
-            "run the same command as before to continue it, or choose another --out"
-        )
-
-
 def import_apg() -> Any:
     """``brax.training.agents.apg.train``. Brax 0.14's APG calls ``jax.device_put_replicated``,
     which JAX 0.10 removed; on one device its documented replacement is stacking the copies."""
@@ -158,7 +145,7 @@ def train_apg(spec: PeerSpec, variant: str, seed: int) -> dict:
 def run_peer(spec: PeerSpec, out: Path, *, say: Callable[[str], None] = print, progress: bool = False) -> None:
     """Train every unfinished run of the comparison into ``out`` (resumable), then write table and figure."""
     out = Path(out)
-    _check_dir(out, spec)
+    rundir.refuse_other_settings(out, PEER_CONFIG, "comparison", spec.to_dict())
     out.mkdir(parents=True, exist_ok=True)
     atomic_write_text(out / PEER_CONFIG, json.dumps(spec.to_dict(), indent=2, sort_keys=True) + "\n")
     for seed in spec.seeds:

@@ -38,6 +38,7 @@ __all__ = [
     "read_config",
     "read_summary",
     "claimed_by",
+    "refuse_other_settings",
     "existing_run_state",
     "finalize",
 ]
@@ -138,6 +139,28 @@ def claimed_by(out: Path, marker: str, what: str) -> bool:
     if not (out / marker).is_file():
         raise RunDirError(f"--out {out} is not empty and holds no {what}; choose another --out")
     return True
+
+
+def refuse_other_settings(out: Path, marker: str, what: str, settings: dict) -> None:
+    """Raise :class:`RunDirError` unless ``out`` is free or its ``marker`` JSON holds exactly ``settings``.
+
+    The error names the first settings that differ (``epochs (2 vs 3)``) and the two ways out.
+    """
+    out = Path(out)
+    if not claimed_by(out, marker, what):
+        return
+    try:
+        old = json.loads((out / marker).read_text(encoding="utf-8"))
+    except (json.JSONDecodeError, UnicodeDecodeError) as err:
+        raise RunDirError(f"{out / marker} is not a valid {what} description ({err}); choose another --out") from None
+    if not isinstance(old, dict):
+        raise RunDirError(f"{out / marker} is not a valid {what} description; choose another --out")
+    diffs = [f"{k} ({old.get(k)!r} vs {settings.get(k)!r})" for k in sorted(set(old) | set(settings)) if old.get(k) != settings.get(k)]
+    if diffs:
+        raise RunDirError(
+            f"--out {out} holds a {what} with different settings: {'; '.join(diffs[:3])}; "
+            "run the same command as before to continue it, or choose another --out"
+        )
 
 
 def existing_run_state(out: Path, config: RunConfig, overwrite: bool) -> str:

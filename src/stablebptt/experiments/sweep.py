@@ -242,25 +242,6 @@ class SweepSpec:
             data[key] = tuple(data[key])
         return cls(**data)
 
-    def differences(self, other: "SweepSpec") -> list[str]:
-        a, b = self.to_dict(), other.to_dict()
-        return [f"{k} ({a.get(k)!r} vs {b.get(k)!r})" for k in sorted(set(a) | set(b)) if a.get(k) != b.get(k)]
-
-
-def _check_dir(out: Path, spec: SweepSpec) -> None:
-    if not rundir.claimed_by(out, SWEEP_CONFIG, "sweep"):
-        return
-    path = out / SWEEP_CONFIG
-    try:
-        old = SweepSpec.from_dict(json.loads(path.read_text(encoding="utf-8")))
-    except (ValueError, TypeError, KeyError) as err:
-        raise rundir.RunDirError(f"{path} is not a valid sweep description ({err}); choose another --out") from None
-    diffs = old.differences(spec)
-    if diffs:
-        raise rundir.RunDirError(
-            f"--out {out} holds a sweep with different settings: {'; '.join(diffs[:3])}; "
-            "run the same command as before to continue it, or choose another --out"
-        )
 
 
 def _is_finished(path: Path, config: RunConfig) -> bool:
@@ -416,7 +397,7 @@ def run_sweep(
     if isinstance(backend, str):
         backend = make_backend(backend)
     out = Path(out)
-    _check_dir(out, spec)
+    rundir.refuse_other_settings(out, SWEEP_CONFIG, "sweep", spec.to_dict())
     out.mkdir(parents=True, exist_ok=True)
     atomic_write_text(out / SWEEP_CONFIG, json.dumps(spec.to_dict(), indent=2, sort_keys=True) + "\n")
 
