@@ -175,6 +175,9 @@ def build_parser() -> argparse.ArgumentParser:
     reproduce.add_argument("--backend", choices=("local", "ray"), default=None, help="where groups of runs train: local (default) or ray (a Ray cluster)")
     reproduce.add_argument("--address", metavar="ADDR", default=None, help="with --backend ray: auto, HOST:PORT or ray://HOST:PORT (default: a new local Ray)")
 
+    report_ = commands.add_parser("report", help="rewrite a reproduce folder's table and figure from the runs it holds, training nothing")
+    report_.add_argument("out", type=Path, metavar="DIR", help="the --out of 'stablebptt reproduce cartpole|repulsion|quantum|brax'")
+
     animate = commands.add_parser("animate", help="animate a trained controller (GIF)")
     animate.add_argument("run_dir", type=Path, metavar="DIR", help="a finished run directory")
     animate.add_argument("--out", type=Path, metavar="FILE", default=None, help="GIF to write (default DIR/animation.gif)")
@@ -311,6 +314,26 @@ def _reproduce_brax(args) -> int:
     return 0
 
 
+def _report(args) -> int:
+    """Tables and figure of a sweep or Brax comparison from what its runs wrote so far (unfinished cells show "—")."""
+    import json
+
+    from .experiments import brax_peer, report, sweep
+
+    out = args.out
+    if (out / sweep.SWEEP_CONFIG).is_file():
+        spec = sweep.SweepSpec.from_dict(json.loads((out / sweep.SWEEP_CONFIG).read_text(encoding="utf-8")))
+        report.write_report(spec, out)
+    elif (out / brax_peer.PEER_CONFIG).is_file():
+        spec = brax_peer.PeerSpec(**json.loads((out / brax_peer.PEER_CONFIG).read_text(encoding="utf-8")))
+        brax_peer.write_report(spec, out)
+    else:
+        raise ValueError(f"{out} holds neither {sweep.SWEEP_CONFIG} nor {brax_peer.PEER_CONFIG}: give the --out of 'stablebptt reproduce'")
+    print((out / "table.md").read_text(encoding="utf-8"), end="")
+    print(f"table and figure in {out}")
+    return 0
+
+
 def _bench(args) -> int:
     from .atomic import atomic_write_text
     from .experiments.bench import format_bench_table, run_bench
@@ -340,6 +363,8 @@ def _run(args) -> int:
         return _reproduce(args)
     if args.command == "bench":
         return _bench(args)
+    if args.command == "report":
+        return _report(args)
     if args.command == "animate":
         from .experiments.animate import animate_run
 

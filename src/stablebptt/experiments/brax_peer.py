@@ -35,7 +35,7 @@ from . import rundir
 from .config import RunConfig
 from .single import build, train_run
 
-__all__ = ["PeerSpec", "APG_VARIANTS", "import_apg", "run_peer", "peer_table", "peer_table_markdown", "peer_figure"]
+__all__ = ["PeerSpec", "APG_VARIANTS", "import_apg", "run_peer", "peer_table", "peer_table_markdown", "peer_figure", "write_report"]
 
 PEER_CONFIG = "peer.json"
 APG_VARIANTS = ("APG-default", "APG-matched")
@@ -159,12 +159,18 @@ def run_peer(spec: PeerSpec, out: Path, *, say: Callable[[str], None] = print, p
         for method in spec.methods:
             say(f"training stablebptt {method}, seed {seed}")
             train_run(spec.run_config(method, seed), out / "runs" / f"{method}-seed{seed}", progress=progress, say=lambda _: None)
+    write_report(spec, out)
+
+
+def write_report(spec: PeerSpec, out: Path) -> list[dict]:
+    """Write ``table.csv``, ``table.md`` and ``figure.png`` from what the comparison's runs wrote; returns the rows."""
     rows = peer_table(spec, out)
     atomic_write_text(out / "table.csv", rundir.csv_text(TABLE_COLUMNS, rows))
     atomic_write_text(out / "table.md", peer_table_markdown(spec, rows))
     from .. import plots
 
     plots.save_figure(peer_figure(spec, out), out / "figure.png")
+    return rows
 
 
 def _results(spec: PeerSpec, out: Path) -> dict[str, list[dict]]:
