@@ -19,7 +19,8 @@ def test_without_the_extra_one_line_names_the_install(command, monkeypatch, caps
 
     from stablebptt.cli import main
 
-    monkeypatch.setitem(sys.modules, "brax", None)  # as if Brax were not installed
+    for name in ["brax", *(m for m in list(sys.modules) if m.startswith("brax."))]:
+        monkeypatch.setitem(sys.modules, name, None)  # as if Brax were not installed, even if a test imported it
     code = main([command, "brax", "--env", "reacher", "--out", str(tmp_path / "run")])
     line = one_line(capsys.readouterr().err)
     assert code == 2 and "pip install 'stablebptt[brax]'" in line

@@ -91,8 +91,8 @@ class ObservationPolicy(eqx.Module):
 
 
 def reset(env: Any, key: jax.Array, n: int) -> Any:
-    """``n`` initial states, ``jax.vmap(env.reset)`` over ``split(key, n)``."""
-    return jax.vmap(env.reset)(jax.random.split(key, n))
+    """``n`` initial states, ``jax.vmap(env.reset)`` over ``split(key, n)`` (compiled: op by op it is ~3× slower)."""
+    return jax.jit(jax.vmap(env.reset))(jax.random.split(key, n))
 
 
 def batch_step(env: Any) -> Callable[[Any, jax.Array], Any]:
