@@ -65,6 +65,23 @@ def _positive_int(text: str) -> int:
     return value
 
 
+def _nonnegative_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not an integer") from None
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"{value} must be 0 (never) or a positive integer")
+    return value
+
+
+def _add_checkpoint_option(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--checkpoint-every", type=_nonnegative_int, metavar="N", default=None,
+        help="save the training state every N epochs (default 10; 0: never), so that the same command after a kill continues from there",
+    )  # fmt: skip
+
+
 def _number(kind: type):
     def parse(text: str):
         try:
@@ -122,6 +139,7 @@ def _add_training_options(p: argparse.ArgumentParser, *, with_method: bool) -> N
     p.add_argument("--adam", default="keras", choices=ADAM_FORMS, help="Adam's epsilon form (default keras, as published)")
     p.add_argument("--x64", action="store_true", help="compute in float64")
     _add_remat_option(p)
+    _add_checkpoint_option(p)
     p.add_argument("--overwrite", action="store_true", help="replace a different run already in --out")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
 
@@ -171,6 +189,7 @@ def build_parser() -> argparse.ArgumentParser:
     reproduce.add_argument("--one-by-one", action="store_true", help="train runs one after another instead of batched (for timing)")
     reproduce.add_argument("--x64", action="store_true", help="compute in float64")
     _add_remat_option(reproduce)
+    _add_checkpoint_option(reproduce)
     reproduce.add_argument("--quiet", action="store_true", help="no progress bar")
     reproduce.add_argument("--backend", choices=("local", "ray"), default=None, help="where groups of runs train: local (default) or ray (a Ray cluster)")
     reproduce.add_argument("--address", metavar="ADDR", default=None, help="with --backend ray: auto, HOST:PORT or ray://HOST:PORT (default: a new local Ray)")
@@ -218,6 +237,10 @@ def _config_from_args(args):
     ).resolved()
 
 
+def _checkpoint_every(args) -> dict:
+    return {} if args.checkpoint_every is None else {"checkpoint_every": args.checkpoint_every}
+
+
 def _default_out(config) -> Path:
     from .tasks import DIFFICULTY
 
@@ -249,14 +272,14 @@ def _reproduce(args) -> int:
     if args.experiment == "lq":
         from .experiments.lq import LQSpec, run_lq, table_markdown
 
-        _refuse_options(args, "lq", ("--preset", "--seeds", "--backend", "--address", "--levels", "--clips", "--remat", "--env", "--steps", "--n-train"))
+        _refuse_options(args, "lq", ("--preset", "--seeds", "--backend", "--address", "--levels", "--clips", "--remat", "--env", "--steps", "--n-train", "--checkpoint-every"))
         spec = LQSpec(**({"epochs": args.epochs} if args.epochs else {}), **({"methods": tuple(args.methods)} if args.methods else {}))
         print(table_markdown(spec, run_lq(spec, args.out)), end="")
         print(f"table in {args.out}")
         return 0
     if args.experiment == "toy":
         _refuse_options(
-            args, "toy", ("--preset", "--epochs", "--seeds", "--levels", "--methods", "--clips", "--backend", "--address", "--remat", "--env", "--steps", "--n-train"),
+            args, "toy", ("--preset", "--epochs", "--seeds", "--levels", "--methods", "--clips", "--backend", "--address", "--remat", "--env", "--steps", "--n-train", "--checkpoint-every"),
             why="it has no training runs to size",
         )  # fmt: skip
         toy.reproduce_toy(args.out)
@@ -273,11 +296,12 @@ def _reproduce(args) -> int:
         except ImportError as err:
             print(f"stablebptt: error: {err}", file=sys.stderr)
             return EXIT_BAD_INPUT
+        _refuse_options(args, "with --backend ray", ("--checkpoint-every",), why="Ray workers train each group in a temporary folder")
         backend = RayBackend(address=args.address)
     elif args.address is not None:
         raise ValueError("--address names a Ray cluster; add --backend ray")
     else:
-        backend = sweep.LocalBackend()
+        backend = sweep.LocalBackend(**_checkpoint_every(args))
     grid = {}
     if args.levels is not None:
         grid["levels"] = sweep.parse_levels(args.experiment, args.levels)
@@ -308,7 +332,7 @@ def _reproduce_brax(args) -> int:
     spec = PeerSpec(**{k: v for k, v in options.items() if v is not None},
                     **({"seeds": tuple(range(42, 42 + args.seeds))} if args.seeds else {}),
                     **({"methods": tuple(args.methods)} if args.methods else {}))  # fmt: skip
-    run_peer(spec, args.out, progress=not args.quiet)
+    run_peer(spec, args.out, progress=not args.quiet, **_checkpoint_every(args))
     print((args.out / "table.md").read_text(encoding="utf-8"), end="")
     print(f"table, figure and runs in {args.out}")
     return 0
@@ -341,6 +365,10 @@ def _bench(args) -> int:
     def say(line: str) -> None:
         print(line, file=sys.stderr)
 
+    if args.out is not None:
+        from .experiments.rundir import check_output_place
+
+        check_output_place(args.out, "file")
     rows = run_bench(args.tasks, args.methods, epochs=args.epochs, dtype="float64" if args.x64 else "float32", say=say)
     table = format_bench_table(rows)
     print(table, end="")
@@ -382,7 +410,7 @@ def _run(args) -> int:
     if args.command == "train":
         out = args.out or _default_out(config)
         try:
-            outcome = train_run(config, out, overwrite=args.overwrite, progress=not args.quiet)
+            outcome = train_run(config, out, overwrite=args.overwrite, progress=not args.quiet, **_checkpoint_every(args))
         except NonFiniteLossError as err:
             print(f"stablebptt: error: {err} (metrics of the epochs so far are in {out / 'metrics.csv'})", file=sys.stderr)
             return EXIT_DIVERGED
@@ -392,7 +420,7 @@ def _run(args) -> int:
         return 0
 
     methods = [m.strip() for m in args.methods.split(",") if m.strip()]
-    rows = compare(config, args.out, methods, overwrite=args.overwrite, progress=not args.quiet)
+    rows = compare(config, args.out, methods, overwrite=args.overwrite, progress=not args.quiet, **_checkpoint_every(args))
     print(format_table(rows))
     print(f"table and figure in {args.out}")
     return 0
@@ -411,6 +439,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         return _run(args)
     except (ValueError, RunDirError, FileNotFoundError, MissingExtraError) as err:
         print(f"stablebptt: error: {err}", file=sys.stderr)
+        return EXIT_BAD_INPUT
+    except OSError as err:  # the file system refused (permissions, a full disk, a file where a folder was expected)
+        where = f" ({err.filename})" if err.filename else ""
+        print(f"stablebptt: error: {err.strerror or err}{where}; check the path, its permissions and the free space", file=sys.stderr)
         return EXIT_BAD_INPUT
     except KeyboardInterrupt:
         print("stablebptt: interrupted; finished runs are unchanged and the interrupted run was not marked finished", file=sys.stderr)

@@ -9,6 +9,7 @@ import numpy as np
 
 from ..plots.animations import write_gif
 from ..rollout import rollout
+from . import rundir
 from .single import load_run
 
 __all__ = ["ANIMATION", "animate_run"]
@@ -21,6 +22,10 @@ def animate_run(run_dir: Path, out: Path | None = None, *, sample: int = 0, fps:
 
     Default path: ``run_dir/animation.gif``.
     """
+    path = Path(out) if out is not None else Path(run_dir) / ANIMATION
+    rundir.check_output_place(path, "file")
+    if path.is_file() and path.read_bytes()[:4] != b"GIF8":
+        raise rundir.RunDirError(f"--out {path} exists and is not a GIF; choose another --out (an existing GIF is replaced)")
     setup, policy, _ = load_run(run_dir)
     n_test = int(jax.tree.leaves(setup.test_x)[0].shape[0])
     if isinstance(sample, bool) or not isinstance(sample, int) or not 0 <= sample < n_test:
@@ -30,6 +35,5 @@ def animate_run(run_dir: Path, out: Path | None = None, *, sample: int = 0, fps:
     x0 = jax.tree.map(lambda a: a[sample : sample + 1], setup.test_x)
     problem = setup.task.problem
     states = np.asarray(rollout(policy, problem.step, x0, problem.n_steps).states)[:, 0]
-    path = Path(out) if out is not None else Path(run_dir) / ANIMATION
     frames = write_gif(setup.task.name, states, setup.task.config, setup.task.config.dt, path, fps=fps)
     return path, frames

@@ -31,7 +31,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from ..atomic import atomic_write_text
-from . import rundir
+from . import resume, rundir
 from .config import RunConfig
 from .single import build, train_run
 
@@ -142,9 +142,12 @@ def train_apg(spec: PeerSpec, variant: str, seed: int) -> dict:
     }  # fmt: skip
 
 
-def run_peer(spec: PeerSpec, out: Path, *, say: Callable[[str], None] = print, progress: bool = False) -> None:
+def run_peer(
+    spec: PeerSpec, out: Path, *, say: Callable[[str], None] = print, progress: bool = False, checkpoint_every: int = resume.DEFAULT_EVERY
+) -> None:
     """Train every unfinished run of the comparison into ``out`` (resumable), then write table and figure."""
     out = Path(out)
+    rundir.check_output_place(out)
     rundir.refuse_other_settings(out, PEER_CONFIG, "comparison", spec.to_dict())
     out.mkdir(parents=True, exist_ok=True)
     atomic_write_text(out / PEER_CONFIG, json.dumps(spec.to_dict(), indent=2, sort_keys=True) + "\n")
@@ -158,7 +161,10 @@ def run_peer(spec: PeerSpec, out: Path, *, say: Callable[[str], None] = print, p
             atomic_write_text(path, json.dumps(train_apg(spec, variant, seed), indent=2) + "\n")
         for method in spec.methods:
             say(f"training stablebptt {method}, seed {seed}")
-            train_run(spec.run_config(method, seed), out / "runs" / f"{method}-seed{seed}", progress=progress, say=lambda _: None)
+            train_run(
+                spec.run_config(method, seed), out / "runs" / f"{method}-seed{seed}",
+                progress=progress, say=lambda _: None, checkpoint_every=checkpoint_every,
+            )  # fmt: skip
     write_report(spec, out)
 
 

@@ -11,7 +11,7 @@ from .. import plots
 from ..atomic import atomic_write_text
 from ..flows import flow_from_name
 from ..training import NonFiniteLossError
-from . import rundir
+from . import resume, rundir
 from .config import RunConfig
 from .single import run_title, train_run
 
@@ -46,6 +46,7 @@ def compare(
     methods: Sequence[str] = ("R", "M", "C", "S"),
     *,
     overwrite: bool = False,
+    checkpoint_every: int = resume.DEFAULT_EVERY,
     progress: bool = True,
     say: Callable[[str], None] = print,
 ) -> list[dict]:
@@ -64,6 +65,7 @@ def compare(
     out = Path(out)
     base = base.resolved()
     spec = {"base": {k: v for k, v in base.to_dict().items() if k != "method"}, "methods": methods}
+    rundir.check_output_place(out)
     _check_dir(out, spec, overwrite)
     out.mkdir(parents=True, exist_ok=True)
     atomic_write_text(out / COMPARE_CONFIG, json.dumps(spec, indent=2, sort_keys=True) + "\n")
@@ -72,7 +74,7 @@ def compare(
     for method in methods:
         config = base.replace(method=method)
         try:
-            outcome = train_run(config, out / method, overwrite=overwrite, progress=progress, say=say)
+            outcome = train_run(config, out / method, overwrite=overwrite, progress=progress, say=say, checkpoint_every=checkpoint_every)
             history, status = outcome.history, outcome.summary.get("status", outcome.status)
         except NonFiniteLossError as err:
             say(f"{method}: {err}")

@@ -75,6 +75,7 @@ def optimum(config: linear.LinearConfig, x0: np.ndarray) -> tuple[np.ndarray, fl
 def run_lq(spec: LQSpec, out: Path) -> list[dict]:
     """Train every control cost × start × method; write ``table.csv`` and ``table.md`` into ``out``."""
     out = Path(out)
+    rundir.check_output_place(out)
     rows = []
     with float64():
         for rho in spec.control_costs:

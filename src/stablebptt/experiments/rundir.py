@@ -8,6 +8,8 @@ Files: ``config.json`` (resolved configuration), ``metrics.csv`` (one row per
 epoch, header = :data:`stablebptt.training.METRIC_COLUMNS`), ``params.eqx``
 (the trained controller, :func:`equinox.tree_serialise_leaves`),
 ``learning_curve.png`` and ``summary.json`` (status, initial and final losses).
+While it trains, the partial folder also holds ``checkpoint.eqx`` (see
+:mod:`stablebptt.experiments.resume`): a killed run continues from there.
 """
 
 from __future__ import annotations
@@ -18,9 +20,11 @@ import json
 import math
 import os
 import shutil
+import tempfile
 from pathlib import Path
 from typing import Any, Iterable
 
+from ..atomic import atomic_write_text
 from ..training import METRIC_COLUMNS
 from .config import RunConfig
 
@@ -30,7 +34,9 @@ __all__ = [
     "PARAMS",
     "CURVE",
     "SUMMARY",
+    "CHECKPOINT",
     "RunDirError",
+    "check_output_place",
     "partial_path",
     "csv_text",
     "MetricsWriter",
@@ -46,12 +52,38 @@ __all__ = [
 CONFIG = "config.json"
 METRICS = "metrics.csv"
 PARAMS = "params.eqx"
+CHECKPOINT = "checkpoint.eqx"
 CURVE = "learning_curve.png"
 SUMMARY = "summary.json"
 
 
 class RunDirError(ValueError):
     """A run directory cannot be used as asked."""
+
+
+def check_output_place(path: Path, kind: str = "directory", flag: str = "--out") -> None:
+    """Raise :class:`RunDirError` unless ``path`` can be written as ``kind`` (``"directory"`` or ``"file"``).
+
+    Creates the missing parent folders and proves by writing a probe file that
+    the parent is writable (a permission check alone would pass for root on a
+    read-only file system), so a long computation never ends in a failed write.
+    """
+    path = Path(path)
+    for above in [path, *path.parents]:
+        if above.exists() and not above.is_dir() and above != path:
+            raise RunDirError(f"{flag} {path}: {above} is a file, not a folder; choose another {flag}")
+    if kind == "directory" and path.exists() and not path.is_dir():
+        raise RunDirError(f"{flag} {path} is a file, not a directory; choose another {flag}")
+    if kind == "file" and path.is_dir():
+        raise RunDirError(f"{flag} {path} is a directory; give a file name")
+    parent = path.parent
+    try:
+        parent.mkdir(parents=True, exist_ok=True)
+        fd, probe = tempfile.mkstemp(dir=parent, prefix=".stablebptt-probe-")
+        os.close(fd)
+        os.unlink(probe)
+    except OSError as err:
+        raise RunDirError(f"{flag} {path} cannot be written ({err.strerror}: {err.filename or parent}); choose another {flag}") from None
 
 
 def partial_path(out: Path) -> Path:
@@ -80,12 +112,12 @@ def csv_text(columns: Iterable[str], rows: Iterable[dict]) -> str:
 class MetricsWriter:
     """Appends one CSV row per epoch and flushes it, so a crash keeps every finished epoch."""
 
-    def __init__(self, path: Path, columns: Iterable[str] = METRIC_COLUMNS):
+    def __init__(self, path: Path, columns: Iterable[str] = METRIC_COLUMNS, *, rows: Iterable[dict] = ()):
+        """A new file at ``path`` holding the header and ``rows`` (those of a run being continued)."""
         self.columns = tuple(columns)
-        self._file = open(path, "w", newline="", encoding="utf-8")
+        atomic_write_text(path, csv_text(self.columns, rows))
+        self._file = open(path, "a", newline="", encoding="utf-8")
         self._writer = csv.writer(self._file)
-        self._writer.writerow(self.columns)
-        self._file.flush()
 
     def write(self, row: dict) -> None:
         self._writer.writerow([_format(row[c]) for c in self.columns])
@@ -102,10 +134,15 @@ class MetricsWriter:
 
 
 def read_metrics(path: Path) -> list[dict]:
-    """Rows of a ``metrics.csv`` with numbers parsed (``epoch`` as int)."""
-    with open(path, newline="", encoding="utf-8") as f:
-        rows = list(csv.DictReader(f))
-    return [{k: (int(v) if k == "epoch" else float(v)) for k, v in row.items()} for row in rows]
+    """Rows of a ``metrics.csv`` with numbers parsed (``epoch`` as int); :class:`RunDirError` if damaged."""
+    try:
+        with open(path, newline="", encoding="utf-8") as f:
+            rows = list(csv.DictReader(f))
+        return [{k: (int(v) if k == "epoch" else float(v)) for k, v in row.items()} for row in rows]
+    except FileNotFoundError:
+        raise RunDirError(f"{path} is missing; the run did not write its metrics: train it again") from None
+    except (OSError, UnicodeDecodeError, csv.Error, TypeError, ValueError) as err:
+        raise RunDirError(f"{path} is damaged ({err}); train the run again or restore the file") from None
 
 
 def read_config(run_dir: Path) -> RunConfig:
@@ -122,7 +159,13 @@ def read_summary(run_dir: Path) -> dict | None:
     path = Path(run_dir) / SUMMARY
     if not path.is_file():
         return None
-    return json.loads(path.read_text(encoding="utf-8"))
+    try:
+        summary = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as err:
+        raise RunDirError(f"{path} is damaged ({err}); train the run again or restore the file") from None
+    if not isinstance(summary, dict):
+        raise RunDirError(f"{path} is not a run summary; train the run again or restore the file")
+    return summary
 
 
 def claimed_by(out: Path, marker: str, what: str) -> bool:
@@ -183,7 +226,10 @@ def existing_run_state(out: Path, config: RunConfig, overwrite: bool) -> str:
             f"--out {out} already holds a different run (differs in {'; '.join(diffs[:3])}); "
             "pass --overwrite to replace it or choose another --out"
         )
-    summary = read_summary(out)
+    try:
+        summary = read_summary(out)
+    except RunDirError:
+        summary = None  # a damaged summary: the run is trained again
     if summary is not None and summary.get("status") in ("finished", "diverged") and not overwrite:
         return "same"
     return "replace"

@@ -18,12 +18,12 @@ from tqdm.auto import tqdm
 from .. import plots
 from ..atomic import atomic_write_bytes, atomic_write_text
 from ..tasks import DIFFICULTY, Task
-from ..training import NonFiniteLossError, make_epoch_functions, train
+from ..training import NonFiniteLossError, TrainState, make_epoch_functions, train
 from ..updates import trainable
-from . import rundir
+from . import resume, rundir
 from .config import RunConfig
 
-__all__ = ["Setup", "build", "RunOutcome", "RunWriter", "train_run", "load_run", "evaluate_run"]
+__all__ = ["Setup", "build", "RunOutcome", "RunWriter", "fresh_state", "train_run", "load_run", "evaluate_run"]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -78,8 +78,13 @@ def train_run(
     overwrite: bool = False,
     progress: bool = True,
     say: Callable[[str], None] = print,
+    checkpoint_every: int = resume.DEFAULT_EVERY,
 ) -> RunOutcome:
     """Train one run and write its directory.
+
+    Every ``checkpoint_every`` epochs (0: never) the run's state is saved in
+    its partial folder; the same call after a kill continues from there to
+    the same numbers (:mod:`stablebptt.experiments.resume`).
 
     Raises :class:`rundir.RunDirError` if ``out`` holds something else and
     :class:`NonFiniteLossError` (after writing the run, status ``"diverged"``)
@@ -87,6 +92,7 @@ def train_run(
     """
     config = config.resolved()
     out = Path(out)
+    rundir.check_output_place(out)
     state = rundir.existing_run_state(out, config, overwrite)
     if state == "same":
         history, summary = rundir.read_metrics(out / rundir.METRICS), rundir.read_summary(out)
@@ -96,9 +102,15 @@ def train_run(
         return RunOutcome("skipped", out, history, summary)
 
     setup = build(config)
-    say(f"training {config.task} with {config.method} (clip {config.clip}) into {out}")
-    writer = RunWriter(config, out)
-    bar = tqdm(total=config.epochs, desc=f"{config.task} {config.method}", unit="epoch", disable=not progress, leave=True)
+    writer = RunWriter(config, out, template=fresh_state(setup))
+    if writer.start is None:
+        say(f"training {config.task} with {config.method} (clip {config.clip}) into {out}")
+    else:
+        say(f"continuing {out} from its checkpoint after epoch {writer.start.epoch} of {config.epochs}")
+    bar = tqdm(
+        total=config.epochs, initial=writer.start.epoch if writer.start else 0,
+        desc=f"{config.task} {config.method}", unit="epoch", disable=not progress, leave=True,
+    )  # fmt: skip
 
     def on_epoch(row: dict) -> None:
         writer.epoch(row)
@@ -117,6 +129,9 @@ def train_run(
             batch_size=config.batch_size,
             on_epoch=on_epoch,
             backward=config.backward(setup.task),
+            start=writer.start,
+            checkpoint=writer.checkpoint,
+            checkpoint_every=checkpoint_every,
         )
     except NonFiniteLossError as err:
         writer.finish(err.history, policy=None, initial=err.initial, compile_seconds=None, diverged_at=err.epoch)
@@ -130,27 +145,49 @@ def train_run(
     return RunOutcome("finished", out, result.history, summary)
 
 
+def fresh_state(setup: Setup) -> tuple[Any, Any]:
+    """The trainable parameters and optimizer state a run of ``setup`` starts from."""
+    params, _ = trainable(setup.policy)
+    return params, setup.config.optimizer().init(params)
+
+
 class RunWriter:
     """Writes one run directory as training goes.
 
-    ``config.json`` first, one metrics row per epoch (flushed), then at
-    :meth:`finish` the parameters, the learning curve and ``summary.json``,
-    and the folder is renamed from ``.NAME.partial`` to ``NAME``. An
-    unfinished run (:meth:`abandon`, or a killed process) stays partial.
+    ``config.json`` first, one metrics row per epoch (flushed), a checkpoint
+    now and then (:meth:`checkpoint`), then at :meth:`finish` the parameters,
+    the learning curve and ``summary.json``, and the folder is renamed from
+    ``.NAME.partial`` to ``NAME``. An unfinished run (:meth:`abandon`, or a
+    killed process) stays partial. Given ``template`` (a fresh run's
+    parameters and optimizer state), a partial folder of the same run with a
+    checkpoint is continued: :attr:`start` is its state (else None and the
+    folder starts afresh).
     """
 
-    def __init__(self, config: RunConfig, out: Path):
+    def __init__(self, config: RunConfig, out: Path, *, template: tuple[Any, Any] | None = None):
         self.config, self.out = config, Path(out)
         self.partial = rundir.partial_path(self.out)
-        if self.partial.exists():
-            shutil.rmtree(self.partial)
-        self.partial.mkdir(parents=True)
-        atomic_write_text(self.partial / rundir.CONFIG, config.to_json() + "\n")
-        self.metrics = rundir.MetricsWriter(self.partial / rundir.METRICS)
+        self.start: TrainState | None = None
+        if template is not None and self.partial.is_dir():
+            self.start = resume.load_checkpoint(self.partial, config, *template)
+        if self.start is None:
+            if self.partial.exists():
+                shutil.rmtree(self.partial)
+            self.partial.mkdir(parents=True)
+            atomic_write_text(self.partial / rundir.CONFIG, config.to_json() + "\n")
+        self.metrics = rundir.MetricsWriter(self.partial / rundir.METRICS, rows=self.start.history if self.start else ())
         self.started = time.perf_counter()
+
+    def restart(self) -> "RunWriter":
+        """A writer of the same run that starts afresh (drops the checkpoint)."""
+        self.metrics.close()
+        return RunWriter(self.config, self.out)
 
     def epoch(self, row: dict) -> None:
         self.metrics.write(row)
+
+    def checkpoint(self, state: TrainState) -> None:
+        resume.save_checkpoint(self.partial, state)
 
     def abandon(self) -> None:
         self.metrics.close()
@@ -168,6 +205,7 @@ class RunWriter:
         """Complete the run (``diverged_at`` marks a non-finite loss) and move it into place."""
         self.metrics.close()
         partial = self.partial
+        (partial / rundir.CHECKPOINT).unlink(missing_ok=True)
         if policy is not None and diverged_at is None:
             atomic_write_bytes(partial / rundir.PARAMS, _serialise(policy))
         plots.save_figure(plots.learning_curve_figure(history, run_title(self.config)), partial / rundir.CURVE)
@@ -227,7 +265,20 @@ def load_run(run_dir: Path) -> tuple[Setup, Any, list[dict]]:
             )
         raise rundir.RunDirError(f"{run_dir} has no {rundir.PARAMS} (the run did not finish); run its command again to train it")
     setup = build(config)
-    policy = eqx.tree_deserialise_leaves(params_path, setup.policy)
+    try:
+        with open(params_path, "rb") as f:
+            policy = eqx.tree_deserialise_leaves(f, setup.policy)
+            extra = f.read(1)
+    except Exception as err:  # noqa: BLE001 — truncated, random, or another controller's file: Equinox raises many kinds
+        while err.__cause__ is not None or err.__context__ is not None:  # Equinox wraps the reader's error
+            err = err.__cause__ or err.__context__
+        reason = (str(err).splitlines() or [type(err).__name__])[0]
+        raise rundir.RunDirError(
+            f"{params_path} is damaged or belongs to another controller ({reason[:120]}); "
+            "train the run again (--overwrite) or restore the file"
+        ) from None
+    if extra:
+        raise rundir.RunDirError(f"{params_path} has bytes after the controller's arrays, so it is not the file this run wrote; train the run again (--overwrite) or restore the file")
     return setup, policy, rundir.read_metrics(run_dir / rundir.METRICS)
 
 

@@ -36,9 +36,9 @@ from ..flows import flow_from_name
 from ..optim import CLIP_MODES
 from ..tasks import DIFFICULTY
 from ..training import NonFiniteLossError, train_batched
-from . import rundir
+from . import resume, rundir
 from .config import RunConfig
-from .single import RunWriter, build, train_run
+from .single import RunWriter, build, fresh_state, train_run
 
 __all__ = [
     "Experiment",
@@ -245,7 +245,10 @@ class SweepSpec:
 
 
 def _is_finished(path: Path, config: RunConfig) -> bool:
-    summary = rundir.read_summary(path)
+    try:
+        summary = rundir.read_summary(path)
+    except rundir.RunDirError:
+        return False  # damaged: trained again
     if summary is None or summary.get("status") not in ("finished", "diverged"):
         return False
     try:
@@ -260,16 +263,27 @@ def finished_runs(spec: SweepSpec, out: Path) -> list[Run]:
     return [run for run in spec.grid() if _is_finished(out / run.path, run.config)]
 
 
-def _train_group(runs: list[Run], out: Path, on_epoch: Callable[[], None]) -> None:
+def _train_group(runs: list[Run], out: Path, on_epoch: Callable[[int], None], checkpoint_every: int) -> None:
     setups = [build(run.config) for run in runs]
-    writers = [RunWriter(run.config, out / run.path) for run in runs]
+    writers = [RunWriter(run.config, out / run.path, template=fresh_state(setup)) for run, setup in zip(runs, setups, strict=True)]
+    starts = [w.start for w in writers]
+    if any(s is None for s in starts) or len({s.epoch for s in starts}) != 1:
+        if any(s is not None for s in starts):  # killed between two runs' checkpoints: the group starts afresh
+            writers = [w.restart() for w in writers]
+        starts = None
     config = runs[0].config
+    if starts is not None:
+        on_epoch(starts[0].epoch)
 
     def record(rows):
         for writer, row in zip(writers, rows, strict=True):
             if row is not None:
                 writer.epoch(row)
-        on_epoch()
+        on_epoch(1)
+
+    def checkpoint(states):
+        for writer, state in zip(writers, states, strict=True):
+            writer.checkpoint(state)
 
     try:
         results = train_batched(
@@ -283,6 +297,9 @@ def _train_group(runs: list[Run], out: Path, on_epoch: Callable[[], None]) -> No
             batch_size=config.batch_size,
             on_epoch=record,
             backward=config.backward(setups[0].task),
+            starts=starts,
+            checkpoint=checkpoint,
+            checkpoint_every=checkpoint_every,
         )
     except BaseException:
         for writer in writers:
@@ -299,19 +316,28 @@ def _train_group(runs: list[Run], out: Path, on_epoch: Callable[[], None]) -> No
         )
 
 
-def train_group(group: list[Run], out: Path, *, batched: bool = True, on_epochs: Callable[[int], None] = lambda n: None) -> None:
+def train_group(
+    group: list[Run],
+    out: Path,
+    *,
+    batched: bool = True,
+    on_epochs: Callable[[int], None] = lambda n: None,
+    checkpoint_every: int = resume.DEFAULT_EVERY,
+) -> None:
     """Train one group's runs into their directories under ``out``.
 
     ``batched=False`` trains them one after another with :func:`train_run`.
     A diverged run is written with status ``"diverged"`` either way.
-    ``on_epochs(n)`` reports ``n`` more finished run-epochs.
+    ``on_epochs(n)`` reports ``n`` more finished run-epochs. Every
+    ``checkpoint_every`` epochs the runs are saved in their partial folders,
+    and a group killed halfway continues from there.
     """
     if batched:
-        _train_group(group, out, lambda: on_epochs(len(group)))
+        _train_group(group, out, lambda k: on_epochs(k * len(group)), checkpoint_every)
         return
     for run in group:
         try:
-            train_run(run.config, out / run.path, overwrite=True, progress=False, say=lambda _: None)
+            train_run(run.config, out / run.path, overwrite=True, progress=False, say=lambda _: None, checkpoint_every=checkpoint_every)
         except NonFiniteLossError:
             pass  # recorded in the run directory as diverged
         on_epochs(run.config.epochs)
@@ -353,23 +379,27 @@ class Backend(Protocol):
 
 @dataclasses.dataclass(frozen=True)
 class LocalBackend:
-    """Train the groups in this process, one after another."""
+    """Train the groups in this process, one after another, saving each every ``checkpoint_every`` epochs."""
+
+    checkpoint_every: int = resume.DEFAULT_EVERY
 
     def train_groups(
         self, groups: Sequence[list[Run]], out: Path, *, batched: bool, progress: Callable[[list[Run], int], None]
     ) -> Iterator[list[Run]]:
         for group in groups:
             progress(group, 0)  # shows the group while it compiles
-            train_group(group, out, batched=batched, on_epochs=lambda n, g=group: progress(g, n))
+            train_group(
+                group, out, batched=batched, on_epochs=lambda n, g=group: progress(g, n), checkpoint_every=self.checkpoint_every
+            )
             yield group
 
 
 def make_backend(name: str, **options: Any) -> Backend:
     """``"local"`` → :class:`LocalBackend`; ``"ray"`` → ``RayBackend(**options)`` (e.g. ``address=``)."""
     if name == "local":
-        if options:
-            raise ValueError(f"the local backend takes no options (got {', '.join(sorted(options))})")
-        return LocalBackend()
+        if set(options) - {"checkpoint_every"}:
+            raise ValueError(f"the local backend takes only checkpoint_every (got {', '.join(sorted(options))})")
+        return LocalBackend(**options)
     if name == "ray":
         from .ray_backend import RayBackend
 
@@ -397,6 +427,7 @@ def run_sweep(
     if isinstance(backend, str):
         backend = make_backend(backend)
     out = Path(out)
+    rundir.check_output_place(out)
     rundir.refuse_other_settings(out, SWEEP_CONFIG, "sweep", spec.to_dict())
     out.mkdir(parents=True, exist_ok=True)
     atomic_write_text(out / SWEEP_CONFIG, json.dumps(spec.to_dict(), indent=2, sort_keys=True) + "\n")

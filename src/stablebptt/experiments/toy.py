@@ -16,6 +16,7 @@ from ..flows import Modified, Regular
 from ..optim import keras_adam
 from ..tasks import toy
 from ..updates import value_and_update
+from . import rundir
 
 __all__ = ["Figure1Data", "Figure2Data", "figure1_data", "figure2_data", "reproduce_toy", "FIGURE1", "FIGURE2"]
 
@@ -90,6 +91,7 @@ def figure2_data(theta0=(2.0, 4.0), learning_rate: float = 0.1, steps: int = 200
 def reproduce_toy(out: Path, say: Callable[[str], None] = print) -> dict:
     """Write both toy figures into ``out`` and return the final loss of each Adam run."""
     out = Path(out)
+    rundir.check_output_place(out)
     out.mkdir(parents=True, exist_ok=True)
     plots.save_figure(plots.toy_figure1(figure1_data()), out / FIGURE1)
     data = figure2_data()

@@ -7,6 +7,7 @@ from .trainer import (
     EpochFunctions,
     NonFiniteLossError,
     TrainResult,
+    TrainState,
     make_epoch_functions,
     train,
 )
@@ -18,6 +19,7 @@ __all__ = [
     "EpochFunctions",
     "NonFiniteLossError",
     "TrainResult",
+    "TrainState",
     "make_epoch_functions",
     "train",
     "train_batched",

@@ -24,7 +24,7 @@ from ..problem import ControlProblem
 from ..updates import Backward, SharedBackward, trainable
 from .batching import batch_count, split_batches
 from .sharding import data_mesh, replicate, shard_leading
-from .trainer import TrainResult, check_data, epoch_row, make_epoch_functions, row_is_finite
+from .trainer import TrainResult, TrainState, _check_start, check_data, checkpoint_due, epoch_row, make_epoch_functions, row_is_finite
 
 __all__ = ["train_batched"]
 
@@ -67,6 +67,9 @@ def train_batched(
     on_epoch: Callable[[list[dict | None]], None] | None = None,
     backward: Backward = SharedBackward(),
     devices: Sequence[jax.Device] | None = None,
+    starts: Sequence[TrainState] | None = None,
+    checkpoint: Callable[[list[TrainState]], None] | None = None,
+    checkpoint_every: int = 10,
 ) -> list[TrainResult]:
     """Train ``len(policies)`` runs together; run ``i`` is ``(policies[i], train_xs[i], test_xs[i], optimizers[i])``.
 
@@ -81,6 +84,9 @@ def train_batched(
     per run each epoch (None for runs that have already diverged); ``seconds``
     is the wall time of the whole batched epoch. ``devices``: as for
     :func:`stablebptt.train`, every run's mini-batches are split across them.
+    ``starts`` (one :class:`TrainState` per run, all at the same epoch) continues
+    saved runs; ``checkpoint`` receives every run's state every
+    ``checkpoint_every`` epochs (not after the last).
     """
     n = len(policies)
     if n < 1 or not (len(train_xs) == len(test_xs) == len(optimizers) == n):
@@ -99,6 +105,12 @@ def train_batched(
     if len({jax.tree.structure(s) for s in opt_states}) != 1:
         raise ValueError("train_batched: optimizers must be built alike (make_optimizer with the same adam form)")
     _check_same_rule(optimizers, params_list, opt_states)
+    if starts is not None:
+        if len(starts) != n or len({s.epoch for s in starts}) != 1:
+            raise ValueError("train_batched: give one start state per run, all at the same epoch")
+        for start, params, state in zip(starts, params_list, opt_states, strict=True):
+            _check_start(start, params, state, epochs)
+        params_list, opt_states = [s.params for s in starts], [s.opt_state for s in starts]
     for policy, train_x, test_x in zip(policies, train_xs, test_xs, strict=True):
         check_data(policy, problem, train_x, test_x)
 
@@ -116,12 +128,16 @@ def train_batched(
         pending = [(evaluate(_lane(stacked, i), train_xs[i]), evaluate(_lane(stacked, i), test_xs[i])) for i in range(n)]
         return jax.device_get(pending)  # one host sync for all runs
 
-    initial = [{"train_loss": float(a), "test_loss": float(b)} for a, b in losses_of(params)]
+    if starts is None:
+        initial = [{"train_loss": float(a), "test_loss": float(b)} for a, b in losses_of(params)]
+    else:
+        initial = [dict(s.initial) for s in starts]
     compile_seconds = time.perf_counter() - t0
 
-    histories: list[list[dict]] = [[] for _ in range(n)]
-    diverged: list[int | None] = [None] * n
-    for epoch in range(1, epochs + 1):
+    histories: list[list[dict]] = [[] for _ in range(n)] if starts is None else [list(s.history) for s in starts]
+    diverged: list[int | None] = [None] * n if starts is None else [s.diverged_at for s in starts]
+    first = 1 if starts is None else starts[0].epoch + 1
+    for epoch in range(first, epochs + 1):
         start = time.perf_counter()
         params, opt_state, stats = train_epoch(params, opt_state, batches)
         jax.block_until_ready(stats)
@@ -142,6 +158,12 @@ def train_batched(
             on_epoch(rows)
         if all(d is not None for d in diverged):
             break
+        if checkpoint is not None and checkpoint_due(epoch, epochs, checkpoint_every):
+            host_params, host_state = jax.device_get((params, opt_state))
+            checkpoint([
+                TrainState(epoch, _lane(host_params, i), _lane(host_state, i), list(histories[i]), initial[i], diverged[i])
+                for i in range(n)
+            ])  # fmt: skip
 
     return [
         TrainResult(

@@ -28,6 +28,7 @@ __all__ = [
     "METRIC_COLUMNS",
     "EpochFunctions",
     "TrainResult",
+    "TrainState",
     "NonFiniteLossError",
     "epoch_row",
     "row_is_finite",
@@ -151,6 +152,29 @@ class TrainResult:
     n_devices: int = 1
 
 
+@dataclasses.dataclass(frozen=True)
+class TrainState:
+    """Where a run stands after ``epoch`` epochs: enough to continue it to the same numbers.
+
+    params: the trainable leaves (``trainable(policy)[0]``). opt_state: the
+    optimizer's state. history: the metric rows of epochs 1..epoch.
+    initial: the losses before any update. diverged_at: the epoch whose loss
+    was not finite, or None.
+    """
+
+    epoch: int
+    params: Any
+    opt_state: Any
+    history: list[dict]
+    initial: dict
+    diverged_at: int | None = None
+
+
+def checkpoint_due(epoch: int, epochs: int, every: int) -> bool:
+    """Whether to save after ``epoch``: every ``every`` epochs (0: never), not after the last one."""
+    return every > 0 and epoch % every == 0 and epoch < epochs
+
+
 def _leading(x: Any) -> int:
     return int(jax.tree.leaves(x)[0].shape[0])
 
@@ -179,6 +203,21 @@ def check_data(policy: Any, problem: ControlProblem, train_x: Any, test_x: Any) 
             raise ValueError(f"the {name}: {err}") from None
 
 
+def _check_start(start: TrainState, params: Any, opt_state: Any, epochs: int) -> None:
+    def like(tree):
+        leaves, treedef = jax.tree.flatten(tree)
+        return treedef, [(np.shape(a), a.dtype if hasattr(a, "dtype") else np.result_type(type(a))) for a in leaves]
+
+    if like((start.params, start.opt_state)) != like((params, opt_state)):
+        raise ValueError("the start state's parameters or optimizer state do not match this policy and optimizer; start afresh")
+    rows = start.epoch if start.diverged_at is None else start.diverged_at
+    if not 0 <= start.epoch <= epochs or len(start.history) != rows:
+        raise ValueError(
+            f"the start state is at epoch {start.epoch} with {len(start.history)} metric rows; "
+            f"expected an epoch in 0..{epochs} and one row per epoch trained"
+        )
+
+
 def train(
     policy: Any,
     problem: ControlProblem,
@@ -192,6 +231,9 @@ def train(
     on_epoch: Callable[[dict], None] | None = None,
     backward: Backward = SharedBackward(),
     devices: Sequence[jax.Device] | None = None,
+    start: TrainState | None = None,
+    checkpoint: Callable[[TrainState], None] | None = None,
+    checkpoint_every: int = 10,
 ) -> TrainResult:
     """Train ``policy`` on ``problem`` with the paper's protocol.
 
@@ -208,6 +250,10 @@ def train(
         devices: split each mini-batch across these devices (data parallel,
             :mod:`stablebptt.training.sharding`); default: as many visible
             devices as divide ``batch_size``. ``[jax.devices()[0]]`` forces one.
+        start: continue from this state (a saved checkpoint) instead of from
+            ``policy``'s weights; the result equals the uninterrupted run's.
+        checkpoint: called with the :class:`TrainState` every
+            ``checkpoint_every`` epochs (not after the last).
 
     Raises:
         NonFiniteLossError: a loss became NaN or infinite; the epoch's row has
@@ -224,6 +270,9 @@ def train(
     mesh = data_mesh(batch_size, devices)
     params, _ = trainable(policy)
     opt_state = optimizer.init(params)
+    if start is not None:
+        _check_start(start, params, opt_state, epochs)
+        params, opt_state = start.params, start.opt_state
     params, opt_state = replicate((params, opt_state), mesh)
     batches = shard_leading(split_batches(train_x, batch_size), mesh, axis=1)
     train_x, test_x = shard_leading((train_x, test_x), mesh)
@@ -231,12 +280,15 @@ def train(
     t0 = time.perf_counter()
     train_epoch = jax.jit(fns.train_epoch).lower(params, opt_state, batches).compile()
     evaluate = jax.jit(fns.evaluate)  # the same program as a later evaluation of saved weights
-    initial_losses = jax.device_get((evaluate(params, train_x), evaluate(params, test_x)))
+    if start is None:
+        initial_losses = jax.device_get((evaluate(params, train_x), evaluate(params, test_x)))
+        initial = {"train_loss": float(initial_losses[0]), "test_loss": float(initial_losses[1])}
+    else:
+        initial = dict(start.initial)
     compile_seconds = time.perf_counter() - t0
-    initial = {"train_loss": float(initial_losses[0]), "test_loss": float(initial_losses[1])}
 
-    history: list[dict] = []
-    for epoch in range(1, epochs + 1):
+    history: list[dict] = [] if start is None else list(start.history)
+    for epoch in range(1 if start is None else start.epoch + 1, epochs + 1):
         start = time.perf_counter()
         params, opt_state, stats = train_epoch(params, opt_state, batches)
         jax.block_until_ready(stats)
@@ -248,6 +300,8 @@ def train(
             on_epoch(row)
         if not row_is_finite(row):
             raise NonFiniteLossError(epoch, history, initial)
+        if checkpoint is not None and checkpoint_due(epoch, epochs, checkpoint_every):
+            checkpoint(TrainState(epoch, jax.device_get(params), jax.device_get(opt_state), list(history), initial))
 
     n_devices = 1 if mesh is None else mesh.devices.size
     return TrainResult(eqx.combine(params, fns.static), opt_state, history, initial, compile_seconds, n_devices=n_devices)
