@@ -12,7 +12,7 @@ import pytest
 from stablebptt.cli import main
 
 RESULTS = Path(__file__).resolve().parents[2] / "results"
-FOLDERS = sorted(p.parent for p in [*RESULTS.glob("*/sweep.json"), *RESULTS.glob("*/peer.json")])
+FOLDERS = sorted(p.parent for p in [*RESULTS.glob("*/sweep.json"), *RESULTS.glob("brax/*/peer.json")])
 
 
 def test_there_are_committed_results():
