@@ -14,32 +14,78 @@ protocol), :mod:`~stablebptt.tasks` (physics), :mod:`~stablebptt.experiments`
 (runs on disk), :mod:`~stablebptt.plots`, :mod:`~stablebptt.cli`.
 """
 
-from .flows import (
-    C,
-    Combined,
-    Flow,
-    Gated,
-    M,
-    Modified,
-    N,
-    NetworkOnly,
-    R,
-    Regular,
-    S,
-    Stopped,
-    Truncated,
-    combine_by_sign,
-    flow_from_name,
-    gate,
-)
-from .networks import DenseNet, FunctionPolicy, PerSample
-from .optim import keras_adam, make_optimizer, scale_by_keras_adam
-from .precision import float64, set_float64
-from .problem import ControlProblem
-from .rollout import Trajectory, rollout, rollout_loss
-from .tasks import Task, make_task
-from .training import NonFiniteLossError, TrainResult, train, train_batched
-from .updates import AutodiffBackward, SharedBackward, UpdateInfo, value_and_update
+import importlib
+import importlib.util
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:  # the names, for type checkers and editors; at run time they load on first use
+    from .flows import C, Combined, Flow, Gated, M, Modified, N, NetworkOnly, R, Regular, S, Stopped, Truncated, combine_by_sign, flow_from_name, gate
+    from .networks import DenseNet, FunctionPolicy, PerSample
+    from .optim import keras_adam, make_optimizer, scale_by_keras_adam
+    from .precision import float64, set_float64
+    from .problem import ControlProblem
+    from .rollout import Trajectory, rollout, rollout_loss
+    from .tasks import Task, make_task
+    from .training import NonFiniteLossError, TrainResult, train, train_batched
+    from .updates import AutodiffBackward, SharedBackward, UpdateInfo, value_and_update
+
+_EXPORTS = {
+    "C": "flows",
+    "Combined": "flows",
+    "Flow": "flows",
+    "Gated": "flows",
+    "M": "flows",
+    "Modified": "flows",
+    "N": "flows",
+    "NetworkOnly": "flows",
+    "R": "flows",
+    "Regular": "flows",
+    "S": "flows",
+    "Stopped": "flows",
+    "Truncated": "flows",
+    "combine_by_sign": "flows",
+    "flow_from_name": "flows",
+    "gate": "flows",
+    "DenseNet": "networks",
+    "FunctionPolicy": "networks",
+    "PerSample": "networks",
+    "keras_adam": "optim",
+    "make_optimizer": "optim",
+    "scale_by_keras_adam": "optim",
+    "float64": "precision",
+    "set_float64": "precision",
+    "ControlProblem": "problem",
+    "Trajectory": "rollout",
+    "rollout": "rollout",
+    "rollout_loss": "rollout",
+    "Task": "tasks",
+    "make_task": "tasks",
+    "NonFiniteLossError": "training",
+    "TrainResult": "training",
+    "train": "training",
+    "train_batched": "training",
+    "AutodiffBackward": "updates",
+    "SharedBackward": "updates",
+    "UpdateInfo": "updates",
+    "value_and_update": "updates",
+}
+
+
+def __getattr__(name: str) -> Any:
+    """Import the public names lazily, so that ``stablebptt --help`` and Ctrl-C answer before JAX has loaded."""
+    module = _EXPORTS.get(name)
+    if module is None:
+        if name.startswith("_") or importlib.util.find_spec(f"{__name__}.{name}") is None:
+            raise AttributeError(f"module 'stablebptt' has no attribute {name!r}")
+        return importlib.import_module(f".{name}", __name__)  # a subpackage, e.g. sb.updates
+    value = getattr(importlib.import_module(f".{module}", __name__), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted([*globals(), *_EXPORTS])
+
 
 __version__ = "0.1.0"
 

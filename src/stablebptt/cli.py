@@ -220,7 +220,7 @@ def _config_from_args(args):
         value = getattr(args, opt.field)
         if value is not None:
             task_options[opt.field] = value
-    return RunConfig(
+    config = RunConfig(
         task=args.task,
         task_options=task_options,
         method=getattr(args, "method", "C"),
@@ -235,6 +235,11 @@ def _config_from_args(args):
         dtype="float64" if args.x64 else "float32",
         remat=args.remat,
     ).resolved()
+    if args.task == "quantum":
+        from .tasks.quantum import check_learnable
+
+        check_learnable(config.task_options["target"])
+    return config
 
 
 def _checkpoint_every(args) -> dict:
@@ -305,6 +310,11 @@ def _reproduce(args) -> int:
     grid = {}
     if args.levels is not None:
         grid["levels"] = sweep.parse_levels(args.experiment, args.levels)
+        if args.experiment == "quantum":
+            from .tasks.quantum import check_learnable
+
+            for level in grid["levels"]:
+                check_learnable(level)
     if args.methods is not None:
         grid["methods"] = tuple(args.methods)
     if args.clips is not None:
@@ -429,6 +439,14 @@ def _run(args) -> int:
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``stablebptt`` command; returns the exit code."""
     try:
+        return _main(argv)
+    except KeyboardInterrupt:  # also while JAX is still being imported
+        print("stablebptt: interrupted; finished runs are unchanged and the interrupted run was not marked finished", file=sys.stderr)
+        return EXIT_INTERRUPTED
+
+
+def _main(argv: Sequence[str] | None) -> int:
+    try:
         args = build_parser().parse_args(argv)
     except SystemExit as exit_:  # --help, or a usage error already printed
         return int(exit_.code or 0)
@@ -444,9 +462,6 @@ def main(argv: Sequence[str] | None = None) -> int:
         where = f" ({err.filename})" if err.filename else ""
         print(f"stablebptt: error: {err.strerror or err}{where}; check the path, its permissions and the free space", file=sys.stderr)
         return EXIT_BAD_INPUT
-    except KeyboardInterrupt:
-        print("stablebptt: interrupted; finished runs are unchanged and the interrupted run was not marked finished", file=sys.stderr)
-        return EXIT_INTERRUPTED
 
 
 if __name__ == "__main__":

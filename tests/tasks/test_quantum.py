@@ -148,3 +148,25 @@ def test_bad_settings_and_shapes():
         quantum.step(CONFIG, jnp.zeros((4, 32)), jnp.zeros(4))
     with pytest.raises(ValueError, match=r"quantum control has shape \(4, 2\); expected \(4,\) or \(4, 1\)"):
         quantum.step(CONFIG, jnp.zeros((4, 32, 2)), jnp.zeros((4, 2)))
+
+
+def test_targets_above_5_do_not_move_and_the_cli_refuses_them(capsys, tmp_path):
+    """The reason for the refusal, measured: from the task's initial states the loss is exactly 128 and R's update tiny."""
+    import stablebptt as sb
+    from stablebptt.cli import main
+    from stablebptt.experiments import RunConfig
+    from stablebptt.experiments.single import build
+
+    norms = {}
+    for target in (5, 6, 9):
+        setup = build(RunConfig(task="quantum", task_options={"target": target}, n_train=8, n_test=8, method="R").resolved())
+        loss, _, info = sb.value_and_update(sb.R(), setup.policy, setup.task.problem, setup.train_x)
+        norms[target] = float(info.sq_norm) ** 0.5
+        if target > 5:
+            assert float(loss) == 128.0
+    assert norms[5] > 1e-6 and norms[6] < 1e-7 and norms[9] < 1e-7
+    for argv in (["train", "quantum", "--target", "6"], ["reproduce", "quantum", "--levels", "3,7", "--out", str(tmp_path / "q")]):
+        assert main(argv) == 2
+        err = capsys.readouterr().err.strip()
+        assert err.count("\n") == 0 and "cannot be learned from this task's initial states" in err and "choose a target of 1..5" in err
+    assert not (tmp_path / "q").exists()

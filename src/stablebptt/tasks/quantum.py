@@ -148,6 +148,27 @@ def step_loss(config: QuantumConfig, state: jax.Array, control: jax.Array) -> ja
     return jnp.mean(infidelity(config, state))
 
 
+LEARNABLE_TARGETS = range(1, 6)
+"""Targets that training can reach from :func:`sample_initial_states` (the paper's hardest is 5)."""
+
+
+def check_learnable(target: int) -> None:
+    """One-line ValueError for a target that this task's initial states cannot be trained towards.
+
+    From superpositions of eigenstates 1 and 2, the overlap with eigenstate 6 or
+    higher is zero to float32 precision: the loss starts at exactly 128 (1 per
+    sample, 128 steps) and the first update's norm is 4e-8 at target 6 and
+    falls below 1e-9 further up (5e-6 at target 5), so nothing would be learned.
+    The library itself accepts such targets for initial states of your own.
+    """
+    if isinstance(target, int) and target >= LEARNABLE_TARGETS.stop:
+        raise ValueError(
+            f"quantum target {target} cannot be learned from this task's initial states (superpositions of eigenstates 1 and 2): "
+            "the loss starts at exactly 128 and the first update's norm is below 1e-7, so training would not move; "
+            f"choose a target of {LEARNABLE_TARGETS.start}..{LEARNABLE_TARGETS.stop - 1}"
+        )
+
+
 def sample_initial_states(config: QuantumConfig, key: jax.Array, n: int, dtype=None) -> jax.Array:
     """``(a₁e^{iα₁}φ₁ + a₂e^{iα₂}φ₂)/sqrt(a₁² + a₂²)`` with ``a ~ N(0, 1)``, ``α ~ U[0, 2π)``."""
     dtype = dtype or jnp.result_type(float)
