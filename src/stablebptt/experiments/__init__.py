@@ -1,7 +1,7 @@
 """Experiments: run configurations, run directories, single runs, comparisons, sweeps (local or on Ray), the toy figures, benchmarks."""
 
 from .animate import animate_run
-from .bench import epoch_flops, format_bench_table, matmul_peak, program_flops, run_bench
+from .bench import format_bench_table, matmul_peak, run_bench
 from .compare import compare, format_table
 from .config import RunConfig
 from .ray_backend import RayBackend
@@ -25,13 +25,11 @@ __all__ = [
     "animate_run",
     "build",
     "compare",
-    "epoch_flops",
     "evaluate_run",
     "format_bench_table",
     "format_table",
     "load_run",
     "matmul_peak",
-    "program_flops",
     "read_metrics",
     "reproduce_toy",
     "run_bench",
