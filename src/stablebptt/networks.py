@@ -20,11 +20,9 @@ import jax.numpy as jnp
 __all__ = ["glorot_uniform", "Dense", "DenseNet", "Conv", "FunctionPolicy", "PerSample"]
 
 
-def glorot_uniform(key: jax.Array, shape: Sequence[int], fan_in: int, fan_out: int, dtype=None) -> jax.Array:
-    """``U(−a, a)`` with ``a = sqrt(6 / (fan_in + fan_out))`` (Keras's ``glorot_uniform``)."""
-    dtype = dtype or jnp.result_type(float)
-    limit = (6.0 / (fan_in + fan_out)) ** 0.5
-    return jax.random.uniform(key, tuple(shape), dtype, -limit, limit)
+glorot_uniform = jax.nn.initializers.glorot_uniform()
+"""Keras's ``glorot_uniform``: ``glorot_uniform(key, shape, dtype)`` draws ``U(−a, a)`` with
+``a = sqrt(6 / (fan_in + fan_out))``, the fans from the last two axes times the receptive field."""
 
 
 class Dense(eqx.Module):
@@ -75,7 +73,7 @@ class DenseNet(eqx.Module):
             kernel = (
                 jnp.zeros((a, b), dtype)
                 if (last and zero_last_kernel)
-                else glorot_uniform(k, (a, b), a, b, dtype)
+                else glorot_uniform(k, (a, b), dtype)
             )
             layers.append(Dense(kernel, jnp.zeros((b,), dtype), None if last else activation))
         self.layers = tuple(layers)
@@ -126,9 +124,8 @@ class Conv(eqx.Module):
     ):
         dtype = dtype or jnp.result_type(float)
         window = tuple(int(w) for w in window)
-        receptive = math.prod(window)
         shape = window + (int(in_channels), int(out_channels))
-        self.kernel = glorot_uniform(key, shape, receptive * in_channels, receptive * out_channels, dtype)
+        self.kernel = glorot_uniform(key, shape, dtype)
         self.bias = jnp.zeros((int(out_channels),), dtype)
         self.strides = tuple(int(s) for s in strides)
         self.activation = activation

@@ -201,7 +201,7 @@ class QuantumController(eqx.Module):
         self.conv1d = Conv(filters, filters, (3,), (2,), key=k2, activation=jnp.tanh, dtype=dtype)
         length = ((n_points - 3) // 2 + 1 - 3) // 2 + 1
         features = length * filters
-        self.dense = Dense(glorot_uniform(k3, (features, 1), features, 1, dtype), jnp.zeros((1,), dtype))
+        self.dense = Dense(glorot_uniform(k3, (features, 1), dtype), jnp.zeros((1,), dtype))
 
     def __call__(self, x: jax.Array) -> jax.Array:
         h = self.conv2d(x[..., None])  # (batch, N', 1, filters)
