@@ -143,3 +143,21 @@ def test_flow_names():
     assert [sb.flow_from_name(n).name for n in "rmsnc"] == list("RMSNC")
     with pytest.raises(ValueError, match="unknown method 'X'; choose one of R, M, S, N, C"):
         sb.flow_from_name("X")
+
+
+@pytest.mark.parametrize("backward", [sb.SharedBackward(), sb.SharedBackward(batch_lanes=False)], ids=["vmapped lanes", "looped lanes"])
+def test_combined_n_and_r_two_network_lanes_equal_closed_forms_and_autodiff(backward, dtype):
+    """Combined(N, R): the two lanes differ in their network gates (N cuts the simulator, R cuts nothing)."""
+    theta, n = 0.3, 5
+    flow = sb.Combined(sb.N(), sb.R())
+    net, sim = flow.gate_schedule(n)
+    assert not np.array_equal(net[0], net[1]) or not np.array_equal(sim[0], sim[1])
+    args = (flow, policy(theta, dtype), problem(n), jnp.asarray(X0, dtype))
+    loss, update, info = sb.value_and_update(*args, backward=backward)
+    loss_ad, update_ad, _ = sb.value_and_update(*args, backward=sb.AutodiffBackward())
+    g = closed_forms(theta, n)
+    expected = g["N"] if np.sign(g["N"]) == np.sign(g["R"]) else 0.0
+    assert expected != 0.0  # the sign rule keeps N here, so the check sees N's lane
+    np.testing.assert_allclose(float(update.params), expected, rtol=tol(dtype, 2e-5, 1e-12))
+    np.testing.assert_allclose(float(update.params), float(update_ad.params), rtol=tol(dtype, 2e-5, 1e-12))
+    assert float(loss) == pytest.approx(float(loss_ad), rel=tol(dtype, 1e-6, 1e-14))
