@@ -10,7 +10,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
 import stablebptt as sb
@@ -124,26 +124,28 @@ POLICY = sb.DenseNet(2, 1, hidden=(4,), key=jax.random.key(0))
 @st.composite
 def data_sets(draw):
     n = draw(st.integers(0, 9))
-    shape = draw(st.sampled_from([(n, 2), (n, 2), (n, 3), (n, 1), (n,), (n, 2, 1)]))
-    dtype = draw(st.sampled_from([np.float32, np.float32, np.float64, np.int32, np.bool_, np.float16]))
+    shape = draw(st.sampled_from([(n, 2)] * 4 + [(n, 3), (n, 1), (n,), (n, 2, 1)]))
+    dtype = draw(st.sampled_from([np.float32] * 4 + [np.float64, np.int32, np.bool_, np.float16]))
     x = np.asarray(draw(st.lists(st.floats(-2, 2, width=32), min_size=math.prod(shape), max_size=math.prod(shape)))).reshape(shape)
-    if x.size and draw(st.booleans()):
+    if x.size and draw(st.integers(0, 2)) == 0:
         x.flat[draw(st.integers(0, x.size - 1))] = draw(st.sampled_from([np.nan, np.inf, -np.inf]))
     return x.astype(dtype) if dtype is not np.bool_ else (x > 0)
 
 
 def valid(x: np.ndarray) -> bool:
-    return x.dtype in (np.float32, np.float16) and x.ndim == 2 and x.shape[1] == 2 and bool(np.all(np.isfinite(x)))
+    return x.dtype == np.float32 and x.ndim == 2 and x.shape[1] == 2 and bool(np.all(np.isfinite(x)))
 
 
 def test_drawn_data_is_accepted_exactly_when_it_can_train():
-    """float32/float16 arrays of shape (n, 2), all finite, are accepted; everything else is refused in one line."""
+    """float32 arrays of shape (n, 2), all finite, are accepted; everything else is refused in one line (float16
+    too: the float32 controller's output turns the pendulums' state into float32, a change of layout)."""
     from stablebptt.training.trainer import check_data
 
     seen = {"accepted": 0, "refused": 0}
 
     @settings(max_examples=DATA_CASES, deadline=None, derandomize=True)
     @given(data_sets(), data_sets())
+    @example(np.zeros((8, 2), np.float32), np.ones((3, 2), np.float32))  # accepted whatever Hypothesis draws
     def check(train_x, test_x):
         expect = valid(train_x) and valid(test_x) and len(train_x) > 0 and len(test_x) > 0
         try:
@@ -158,4 +160,4 @@ def test_drawn_data_is_accepted_exactly_when_it_can_train():
 
     check()
     print(f"\nfuzzed data sets: {seen}")
-    assert sum(seen.values()) == DATA_CASES and seen["accepted"] > 0 and seen["refused"] > 0
+    assert sum(seen.values()) >= DATA_CASES and seen["accepted"] > 1 and seen["refused"] > 0

@@ -51,7 +51,8 @@ def test_update_of_each_method(setup, letter, remat):
     for i, got in enumerate(dense_leaves(update)):
         assert max_rel_err(got, ref[f"{letter}_grad_{i}"]) < 1e-5, (letter, i)
     if letter == "C":
-        np.testing.assert_allclose(float(info.cosine), float(ref["cos_PF"]), atol=1e-6)
+        # a cosine of two ~10⁴-entry vectors: float32 sums in another order (XLA of JAX 0.4.30) differ by 1.6e-6
+        np.testing.assert_allclose(float(info.cosine), float(ref["cos_PF"]), atol=2e-6)
 
 
 @pytest.mark.parametrize("letter", LETTERS)

@@ -14,9 +14,11 @@ State = Any
 Control = Any
 
 
-def shapes(tree: Any) -> str:
-    """The shapes of a pytree's leaves, for messages: ``(8, 2)`` or ``{'pos': (8, 2), 't': (8,)}``."""
-    return str(jax.tree.map(lambda a: tuple(jnp.shape(a)), tree)).replace("'", "")
+def shapes(tree: Any, dtypes: bool = False) -> str:
+    """The shapes of a pytree's leaves, for messages: ``(8, 2)`` or ``{'pos': (8, 2), 't': (8,)}``;
+    with ``dtypes``: ``float32(8, 2)``."""
+    leaf = (lambda a: f"{jnp.dtype(_dtype(a)).name}{tuple(jnp.shape(a))}") if dtypes else (lambda a: tuple(jnp.shape(a)))
+    return str(jax.tree.map(leaf, tree)).replace("'", "")
 
 
 def _first_line(err: BaseException) -> str:
@@ -41,14 +43,14 @@ def check_controller(policy: Any, step: Callable, x0: Any) -> None:
             "pass them as floats (e.g. x0.astype(jnp.float32))"
         )
     try:
-        c = jax.eval_shape(policy, x0)
+        c = jax.eval_shape(lambda x: policy(x), x0)  # a fresh function: JAX < 0.5 hashes the callable, and a module holding tracers cannot be hashed
     except Exception as err:  # noqa: BLE001 - any failure of the user's controller becomes one line
         raise ValueError(
             f"the controller fails on states of shape {shapes(x0)} ({_first_line(err)}); "
             "a module written for one sample at a time needs wrapping: sb.PerSample(module)"
         ) from None
     try:
-        x1 = jax.eval_shape(step, x0, c)
+        x1 = jax.eval_shape(lambda x, u: step(x, u), x0, c)
     except Exception as err:  # noqa: BLE001
         raise ValueError(
             f"the simulator rejects the controller's output: controls of shape {shapes(c)} "
@@ -58,8 +60,10 @@ def check_controller(policy: Any, step: Callable, x0: Any) -> None:
     before = jax.tree.structure(x0), [(a.shape, a.dtype) for a in jax.tree.leaves(x0)]
     after = jax.tree.structure(x1), [(a.shape, a.dtype) for a in jax.tree.leaves(x1)]
     if before != after:
+        detail = before[1] != after[1] and [s for s, _ in before[1]] == [s for s, _ in after[1]]  # only dtypes differ
         raise ValueError(
-            f"step(x, c) returns a state of shape {shapes(x1)} for a state of shape {shapes(x0)}; "
+            f"step(x, c) returns a state of {'dtype and ' if detail else ''}shape {shapes(x1, detail)} "
+            f"for a state of {'dtype and ' if detail else ''}shape {shapes(x0, detail)}; "
             "it must return the next state in the same layout and dtypes"
         )
 
