@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
@@ -161,3 +162,23 @@ def test_combined_n_and_r_two_network_lanes_equal_closed_forms_and_autodiff(back
     np.testing.assert_allclose(float(update.params), expected, rtol=tol(dtype, 2e-5, 1e-12))
     np.testing.assert_allclose(float(update.params), float(update_ad.params), rtol=tol(dtype, 2e-5, 1e-12))
     assert float(loss) == pytest.approx(float(loss_ad), rel=tol(dtype, 1e-6, 1e-14))
+
+
+def test_gates_are_values_under_jit_and_vmap(dtype):
+    """One compiled program for R, M, S and N: the gates are traced numbers, vmapped over the four flows."""
+    theta, n = 0.3, 5
+    nets, sims = jnp.asarray([1.0, 0.0, 0.0, 1.0], dtype), jnp.asarray([1.0, 1.0, 0.0, 0.0], dtype)
+
+    @jax.jit
+    def updates(net, sim):
+        return sb.value_and_update(sb.Gated(net, sim), policy(theta, dtype), problem(n), jnp.asarray(X0, dtype))[1].params
+
+    got = jax.vmap(updates)(nets, sims)
+    expected = closed_forms(theta, n)
+    np.testing.assert_allclose(np.asarray(got), [expected[k] for k in "RMSN"], rtol=tol(dtype, 2e-5, 1e-12), atol=tol(dtype, 1e-7, 1e-15))
+    # a traced per-step schedule inside C and inside Truncated
+    x0, pol = jnp.asarray(X0, dtype), policy(theta, dtype)
+    c = jax.jit(lambda g: sb.value_and_update(sb.Combined(sb.Gated(g, 1.0), sb.R()), pol, problem(n), x0)[1].params)(jnp.zeros(n, dtype))
+    np.testing.assert_allclose(float(c), float(sb.value_and_update(sb.C(), pol, problem(n), x0)[1].params), rtol=tol(dtype, 2e-5, 1e-12))
+    t = jax.jit(lambda g: sb.value_and_update(sb.Truncated(2, sb.Gated(g, g)), pol, problem(n), x0)[1].params)(jnp.asarray(1.0, dtype))
+    np.testing.assert_allclose(float(t), float(sb.value_and_update(sb.Truncated(2, sb.R()), pol, problem(n), x0)[1].params), rtol=tol(dtype, 2e-5, 1e-12))

@@ -96,6 +96,12 @@ def combine_by_sign(primary: Any, reference: Any) -> Any:
     return jax.tree.map(combine, primary, reference)
 
 
+def _array_module(*gates: Any):
+    """NumPy for concrete gates (the backward pass then skips network VJPs whose gate is 0), ``jax.numpy`` for
+    traced ones (a flow whose gates are values under ``jit``/``vmap``)."""
+    return jnp if any(isinstance(g, jax.core.Tracer) for g in gates) else np
+
+
 class Flow(eqx.Module):
     """A rule for the backward pass of a rollout.
 
@@ -135,9 +141,10 @@ class Gated(Flow):
     def gate_schedule(self, n_steps: int) -> tuple[np.ndarray, np.ndarray]:
         out = []
         for g, what in ((self.net, "net"), (self.sim, "sim")):
-            g = np.asarray(g, dtype=np.float64)
+            xp = _array_module(g)
+            g = xp.asarray(g, dtype=np.float64 if xp is np else None)
             if g.ndim == 0:
-                g = np.full((n_steps,), float(g))
+                g = xp.broadcast_to(g, (n_steps,))
             if g.shape != (n_steps,):
                 raise ValueError(
                     f"{what} gate has shape {g.shape}; expected a scalar or ({n_steps},) "
@@ -202,7 +209,7 @@ class Truncated(Flow):
         net, sim = self.base.gate_schedule(n_steps)
         # Gating x_0 changes nothing (it does not depend on θ), so step 0 may be cut too.
         keep = (np.arange(n_steps) % self.every != 0).astype(np.float64)[None]
-        return net * keep, sim * keep
+        return net * keep.astype(net.dtype), sim * keep.astype(sim.dtype)
 
     @property
     def name(self) -> str:
@@ -231,7 +238,8 @@ class Combined(Flow):
     def gate_schedule(self, n_steps: int) -> tuple[np.ndarray, np.ndarray]:
         pn, ps = self.primary.gate_schedule(n_steps)
         rn, rs = self.reference.gate_schedule(n_steps)
-        return np.concatenate([pn, rn]), np.concatenate([ps, rs])
+        xp = _array_module(pn, ps, rn, rs)
+        return xp.concatenate([pn, rn]), xp.concatenate([ps, rs])
 
     def combine(self, grads: Any) -> Any:
         return combine_by_sign(
