@@ -203,7 +203,7 @@ def test_compare_trains_every_method_on_the_same_start(capsys, tmp_path):
     assert (out / "comparison.png").read_bytes()[:4] == b"\x89PNG"
     # a different comparison into the same folder is refused
     code, _, err = run(capsys, "compare", "cartpole", *SMALL, "--seed", "1", "--out", out)
-    assert code == 2 and "already holds a different comparison" in one_line_error(err)
+    assert code == 2 and "holds a comparison with different settings: base.seed (42 vs 1); pass --overwrite" in one_line_error(err)
 
 
 @pytest.mark.parametrize(

@@ -23,23 +23,6 @@ FIGURE = "comparison.png"
 TABLE_COLUMNS = ("method", "final_test_loss", "best_test_loss", "epochs_run", "status", "seconds_per_epoch")
 
 
-def _check_dir(out: Path, spec: dict, overwrite: bool) -> None:
-    if not rundir.claimed_by(out, COMPARE_CONFIG, "comparison"):
-        return
-    old = json.loads((out / COMPARE_CONFIG).read_text(encoding="utf-8"))
-    if old != spec and not overwrite:
-        def config(b: dict) -> RunConfig:
-            return RunConfig.from_dict({**b, "method": "R"})
-
-        diffs = config(old["base"]).differences(config(spec["base"]))
-        if old.get("methods") != spec["methods"]:
-            diffs.append(f"methods ({','.join(old.get('methods', []))} vs {','.join(spec['methods'])})")
-        raise rundir.RunDirError(
-            f"--out {out} already holds a different comparison (differs in {'; '.join(diffs[:3])}); "
-            "pass --overwrite to replace it or choose another --out"
-        )
-
-
 def compare(
     base: RunConfig,
     out: Path,
@@ -66,7 +49,7 @@ def compare(
     base = base.resolved()
     spec = {"base": {k: v for k, v in base.to_dict().items() if k != "method"}, "methods": methods}
     rundir.check_output_place(out)
-    _check_dir(out, spec, overwrite)
+    rundir.refuse_other_settings(out, COMPARE_CONFIG, "comparison", spec, overwrite=overwrite)
     out.mkdir(parents=True, exist_ok=True)
     atomic_write_text(out / COMPARE_CONFIG, json.dumps(spec, indent=2, sort_keys=True) + "\n")
 

@@ -184,10 +184,25 @@ def claimed_by(out: Path, marker: str, what: str) -> bool:
     return True
 
 
-def refuse_other_settings(out: Path, marker: str, what: str, settings: dict) -> None:
+def _flat(settings: dict, prefix: str = "") -> dict:
+    """``{"base": {"epochs": 2}}`` → ``{"base.epochs": 2}``, so that a difference names the setting itself."""
+    flat = {}
+    for key, value in settings.items():
+        if isinstance(value, dict) and value:
+            flat.update(_flat(value, f"{prefix}{key}."))
+        else:
+            flat[f"{prefix}{key}"] = value
+    return flat
+
+
+def refuse_other_settings(out: Path, marker: str, what: str, settings: dict, *, overwrite: bool | None = None) -> None:
     """Raise :class:`RunDirError` unless ``out`` is free or its ``marker`` JSON holds exactly ``settings``.
 
-    The error names the first settings that differ (``epochs (2 vs 3)``) and the two ways out.
+    The one "is this folder mine?" check of sweeps, comparisons and the Brax
+    comparison. The error names the first settings that differ
+    (``epochs (2 vs 3)``) and the ways out. ``overwrite``: None if the command
+    cannot replace what is there; False/True for commands with ``--overwrite``
+    (True: the folder's settings are to be replaced, nothing is raised).
     """
     out = Path(out)
     if not claimed_by(out, marker, what):
@@ -198,12 +213,11 @@ def refuse_other_settings(out: Path, marker: str, what: str, settings: dict) -> 
         raise RunDirError(f"{out / marker} is not a valid {what} description ({err}); choose another --out") from None
     if not isinstance(old, dict):
         raise RunDirError(f"{out / marker} is not a valid {what} description; choose another --out")
-    diffs = [f"{k} ({old.get(k)!r} vs {settings.get(k)!r})" for k in sorted(set(old) | set(settings)) if old.get(k) != settings.get(k)]
-    if diffs:
-        raise RunDirError(
-            f"--out {out} holds a {what} with different settings: {'; '.join(diffs[:3])}; "
-            "run the same command as before to continue it, or choose another --out"
-        )
+    old, new = _flat(old), _flat(settings)
+    diffs = [f"{k} ({old.get(k)!r} vs {new.get(k)!r})" for k in sorted(set(old) | set(new)) if old.get(k) != new.get(k)]
+    if diffs and not overwrite:
+        fix = "pass --overwrite to replace it" if overwrite is not None else "run the same command as before to continue it"
+        raise RunDirError(f"--out {out} holds a {what} with different settings: {'; '.join(diffs[:3])}; {fix}, or choose another --out")
 
 
 def existing_run_state(out: Path, config: RunConfig, overwrite: bool) -> str:
