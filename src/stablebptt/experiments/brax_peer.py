@@ -263,5 +263,6 @@ def peer_figure(spec: PeerSpec, out: Path) -> Any:
     ax.set_xlabel("training simulator steps")
     ax.set_ylabel("evaluation return")
     ax.set_title(f"{spec.env} ({spec.n_steps}-step episodes)")
-    ax.legend()
+    if ax.lines:
+        ax.legend()
     return fig
