@@ -219,7 +219,7 @@ def _config_from_args(args):
         value = getattr(args, opt.field)
         if value is not None:
             task_options[opt.field] = value
-    config = RunConfig(
+    return RunConfig(
         task=args.task,
         task_options=task_options,
         method=getattr(args, "method", "C"),
@@ -234,11 +234,6 @@ def _config_from_args(args):
         dtype="float64" if args.x64 else "float32",
         remat=args.remat,
     ).resolved()
-    if args.task == "quantum":
-        from .tasks.quantum import check_learnable
-
-        check_learnable(config.task_options["target"])
-    return config
 
 
 def _checkpoint_every(args) -> dict:
@@ -309,11 +304,6 @@ def _reproduce(args) -> int:
     grid = {}
     if args.levels is not None:
         grid["levels"] = sweep.parse_levels(args.experiment, args.levels)
-        if args.experiment == "quantum":
-            from .tasks.quantum import check_learnable
-
-            for level in grid["levels"]:
-                check_learnable(level)
     if args.methods is not None:
         grid["methods"] = tuple(args.methods)
     if args.clips is not None:

@@ -98,8 +98,9 @@ def test_a_killed_sweep_group_continues_to_the_same_bytes(tmp_path):
         assert (out / run.path / rundir.PARAMS).read_bytes() == (reference / run.path / rundir.PARAMS).read_bytes()
 
 
-def test_a_damaged_checkpoint_starts_the_run_afresh(tmp_path):
-    """Truncated or extended checkpoint files, or metrics shorter than the checkpoint: not continued."""
+def test_a_damaged_checkpoint_is_not_trusted(tmp_path, monkeypatch):
+    """Truncated, extended or empty checkpoint files, other settings, or metrics shorter than the checkpoint:
+    nothing to continue (the writer then starts the run afresh)."""
     from stablebptt.experiments.config import RunConfig
     from stablebptt.experiments.single import build, fresh_state, train_run
 
@@ -116,13 +117,10 @@ def test_a_damaged_checkpoint_starts_the_run_afresh(tmp_path):
 
     import stablebptt.experiments.single as single
 
-    original = single.RunWriter.checkpoint
-    single.RunWriter.checkpoint = lambda self, state: stop_after_checkpoint(state)
-    try:
-        with pytest.raises(Stop):
-            train_run(config, out, progress=False, say=lambda _: None, checkpoint_every=3)
-    finally:
-        single.RunWriter.checkpoint = original
+    monkeypatch.setattr(single.RunWriter, "checkpoint", lambda self, state: stop_after_checkpoint(state))
+    with pytest.raises(Stop):
+        train_run(config, out, progress=False, say=lambda _: None, checkpoint_every=3)
+    monkeypatch.undo()
     template = fresh_state(build(config))
     good = resume.load_checkpoint(partial, config, *template)
     assert good is not None and good.epoch == 3 and len(good.history) == 3

@@ -150,21 +150,23 @@ def test_bad_settings_and_shapes():
         quantum.step(CONFIG, jnp.zeros((4, 32, 2)), jnp.zeros((4, 2)))
 
 
-def test_targets_above_5_do_not_move_and_the_cli_refuses_them(capsys, tmp_path):
+def test_targets_above_5_do_not_move_and_runs_refuse_them(capsys, tmp_path):
     """The reason for the refusal, measured: from the task's initial states the loss is exactly 128 and R's update tiny."""
-    import stablebptt as sb
     from stablebptt.cli import main
     from stablebptt.experiments import RunConfig
-    from stablebptt.experiments.single import build
 
     norms = {}
+    k_states, k_init = jax.random.split(jax.random.key(42))
     for target in (5, 6, 9):
-        setup = build(RunConfig(task="quantum", task_options={"target": target}, n_train=8, n_test=8, method="R").resolved())
-        loss, _, info = sb.value_and_update(sb.R(), setup.policy, setup.task.problem, setup.train_x)
+        task = quantum.make_task(quantum.QuantumConfig(target=target))  # the task accepts any resolved eigenstate
+        x0 = task.sample_initial_states(k_states, 8)
+        loss, _, info = sb.value_and_update(sb.R(), task.make_policy(k_init), task.problem, x0)
         norms[target] = float(info.sq_norm) ** 0.5
         if target > 5:
             assert float(loss) == 128.0
     assert norms[5] > 1e-6 and norms[6] < 1e-7 and norms[9] < 1e-7
+    with pytest.raises(ValueError, match="quantum target 6 cannot be learned"):  # a run always starts from those states
+        RunConfig(task="quantum", task_options={"target": 6})
     for argv in (["train", "quantum", "--target", "6"], ["reproduce", "quantum", "--levels", "3,7", "--out", str(tmp_path / "q")]):
         assert main(argv) == 2
         err = capsys.readouterr().err.strip()

@@ -13,6 +13,7 @@ from ..checkpointing import check_remat, segment_length
 from ..flows import Flow, flow_from_name
 from ..optim import ADAM_FORMS, CLIP_MODES, make_optimizer
 from ..tasks import Task, make_task, task_config
+from ..tasks.quantum import check_learnable
 from ..training.batching import batch_count
 from ..updates import SharedBackward
 
@@ -69,7 +70,9 @@ class RunConfig:
         if isinstance(lr, bool) or not isinstance(lr, (int, float)) or not math.isfinite(lr) or lr <= 0:
             raise ValueError(f"learning rate {lr!r} must be a positive finite number")
         batch_count(self.n_train, self.batch_size)  # the batch must fit the training set and divide it
-        task_config(self.task, **self.task_options)  # validates task name and options
+        task = task_config(self.task, **self.task_options)  # validates task name and options
+        if self.task == "quantum":  # a run trains from the task's own initial states, from which targets above 5 do not move
+            check_learnable(task.target)
         check_remat(self.remat)
 
     def resolved(self) -> "RunConfig":

@@ -69,8 +69,8 @@ def check_output_place(path: Path, kind: str = "directory", flag: str = "--out")
     read-only file system), so a long computation never ends in a failed write.
     """
     path = Path(path)
-    for above in [path, *path.parents]:
-        if above.exists() and not above.is_dir() and above != path:
+    for above in path.parents:
+        if above.exists() and not above.is_dir():
             raise RunDirError(f"{flag} {path}: {above} is a file, not a folder; choose another {flag}")
     if kind == "directory" and path.exists() and not path.is_dir():
         raise RunDirError(f"{flag} {path} is a file, not a directory; choose another {flag}")

@@ -243,7 +243,6 @@ class SweepSpec:
         return cls(**data)
 
 
-
 def _is_finished(path: Path, config: RunConfig) -> bool:
     try:
         summary = rundir.read_summary(path)

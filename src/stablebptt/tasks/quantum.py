@@ -159,7 +159,9 @@ def check_learnable(target: int) -> None:
     higher is zero to float32 precision: the loss starts at exactly 128 (1 per
     sample, 128 steps) and the first update's norm is 4e-8 at target 6 and
     falls below 1e-9 further up (5e-6 at target 5), so nothing would be learned.
-    The library itself accepts such targets for initial states of your own.
+    A :class:`~stablebptt.experiments.RunConfig` (every CLI run, compare and
+    sweep) trains from those states and refuses such targets; the task itself
+    accepts them for initial states of your own.
     """
     if isinstance(target, int) and target >= LEARNABLE_TARGETS.stop:
         raise ValueError(

@@ -24,7 +24,7 @@ from ..problem import ControlProblem
 from ..updates import Backward, SharedBackward, trainable
 from .batching import batch_count, split_batches
 from .sharding import data_mesh, replicate, shard_leading
-from .trainer import TrainResult, TrainState, _check_start, check_data, checkpoint_due, epoch_row, make_epoch_functions, row_is_finite
+from .trainer import TrainResult, TrainState, check_data, check_start, checkpoint_due, epoch_row, make_epoch_functions, row_is_finite
 
 __all__ = ["train_batched"]
 
@@ -109,7 +109,7 @@ def train_batched(
         if len(starts) != n or len({s.epoch for s in starts}) != 1:
             raise ValueError("train_batched: give one start state per run, all at the same epoch")
         for start, params, state in zip(starts, params_list, opt_states, strict=True):
-            _check_start(start, params, state, epochs)
+            check_start(start, params, state, epochs)
         params_list, opt_states = [s.params for s in starts], [s.opt_state for s in starts]
     for policy, train_x, test_x in zip(policies, train_xs, test_xs, strict=True):
         check_data(policy, problem, train_x, test_x)
@@ -138,10 +138,10 @@ def train_batched(
     diverged: list[int | None] = [None] * n if starts is None else [s.diverged_at for s in starts]
     first = 1 if starts is None else starts[0].epoch + 1
     for epoch in range(first, epochs + 1):
-        start = time.perf_counter()
+        began = time.perf_counter()
         params, opt_state, stats = train_epoch(params, opt_state, batches)
         jax.block_until_ready(stats)
-        seconds = time.perf_counter() - start
+        seconds = time.perf_counter() - began
         stats = jax.device_get(stats)
         losses = losses_of(params)
         rows: list[dict | None] = []

@@ -203,7 +203,7 @@ def check_data(policy: Any, problem: ControlProblem, train_x: Any, test_x: Any) 
             raise ValueError(f"the {name}: {err}") from None
 
 
-def _check_start(start: TrainState, params: Any, opt_state: Any, epochs: int) -> None:
+def check_start(start: TrainState, params: Any, opt_state: Any, epochs: int) -> None:
     def like(tree):
         leaves, treedef = jax.tree.flatten(tree)
         return treedef, [(np.shape(a), a.dtype if hasattr(a, "dtype") else np.result_type(type(a))) for a in leaves]
@@ -271,7 +271,7 @@ def train(
     params, _ = trainable(policy)
     opt_state = optimizer.init(params)
     if start is not None:
-        _check_start(start, params, opt_state, epochs)
+        check_start(start, params, opt_state, epochs)
         params, opt_state = start.params, start.opt_state
     params, opt_state = replicate((params, opt_state), mesh)
     batches = shard_leading(split_batches(train_x, batch_size), mesh, axis=1)
@@ -289,10 +289,10 @@ def train(
 
     history: list[dict] = [] if start is None else list(start.history)
     for epoch in range(1 if start is None else start.epoch + 1, epochs + 1):
-        start = time.perf_counter()
+        began = time.perf_counter()
         params, opt_state, stats = train_epoch(params, opt_state, batches)
         jax.block_until_ready(stats)
-        seconds = time.perf_counter() - start
+        seconds = time.perf_counter() - began
         stats, losses = jax.device_get((stats, (evaluate(params, train_x), evaluate(params, test_x))))
         row = epoch_row(epoch, stats, losses, seconds, flow.n_passes > 1)
         history.append(row)
@@ -301,7 +301,7 @@ def train(
         if not row_is_finite(row):
             raise NonFiniteLossError(epoch, history, initial)
         if checkpoint is not None and checkpoint_due(epoch, epochs, checkpoint_every):
-            checkpoint(TrainState(epoch, jax.device_get(params), jax.device_get(opt_state), list(history), initial))
+            checkpoint(TrainState(epoch, *jax.device_get((params, opt_state)), list(history), initial))
 
     n_devices = 1 if mesh is None else mesh.devices.size
     return TrainResult(eqx.combine(params, fns.static), opt_state, history, initial, compile_seconds, n_devices=n_devices)
