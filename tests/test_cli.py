@@ -369,13 +369,14 @@ def test_animate(trained, capsys, tmp_path):
     assert code == 2 and "sample 16 is not a test state of this run; choose 0..15" in one_line_error(err)
 
 
-def test_ctrl_c_while_jax_is_still_importing_is_one_line_and_exit_130():
+def test_ctrl_c_while_jax_is_still_importing_is_one_line_and_exit_130(tmp_path):
     """SIGINT delivered at the moment the command starts importing JAX (an import hook sends it, so no race)."""
     import subprocess
     import sys
 
     code = (
         "import os, signal, sys\n"
+        "signal.signal(signal.SIGINT, signal.default_int_handler)  # as in a terminal: the test worker may ignore SIGINT\n"
         "class Interrupt:\n"
         "    def find_spec(self, name, path=None, target=None):\n"
         "        if name == 'jax':\n"
@@ -384,9 +385,9 @@ def test_ctrl_c_while_jax_is_still_importing_is_one_line_and_exit_130():
         "sys.meta_path.insert(0, Interrupt())\n"
         "from stablebptt.cli import main\n"
         "assert 'jax' not in sys.modules\n"
-        "sys.exit(main(['train', 'cartpole', '--epochs', '1']))\n"
+        "sys.exit(main(['train', 'cartpole', '--epochs', '1', '--out', sys.argv[1]]))\n"
     )
-    child = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
+    child = subprocess.run([sys.executable, "-c", code, str(tmp_path / "run")], capture_output=True, text=True, timeout=300)
     assert child.returncode == 130, child.stderr
     assert "Traceback" not in child.stderr
     assert child.stderr.strip().startswith("stablebptt: interrupted") and child.stderr.strip().count("\n") == 0
