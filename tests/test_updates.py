@@ -94,3 +94,39 @@ def test_loss_is_the_same_for_every_flow():
     x0 = {"pos": jnp.ones((3, 2)), "vel": -jnp.ones((3, 2))}
     losses = {f.name: float(sb.value_and_update(f, net, problem, x0)[0]) for f in FLOWS}
     assert len(set(losses.values())) == 1, losses
+
+
+@pytest.mark.parametrize("backward", [sb.SharedBackward(), sb.AutodiffBackward()], ids=["shared", "autodiff"])
+def test_stacked_flows_are_one_program_equal_to_each_flow(backward, dtype):
+    """R, M, S, N, C, Truncated, a combined truncation and a random Gated schedule as data: one jitted,
+    vmapped program over their stacked schedules gives each flow's loss, update, norm and cosine."""
+    problem = pytree_problem()
+    net, x0 = pytree_inputs(dtype)
+    rng = np.random.default_rng(1)
+    flows = FLOWS + [sb.Gated(rng.uniform(0, 1, 15), rng.uniform(0, 1, 15))]
+    stacked = sb.stack_flows(flows, problem.n_steps)
+    assert stacked.net.shape == (len(flows), 2, 15)  # every flow padded to two lanes
+    losses, updates, infos = jax.jit(jax.vmap(lambda f: sb.value_and_update(f, net, problem, x0, backward=backward)))(stacked)
+    for i, flow in enumerate(flows):
+        loss, update, info = sb.value_and_update(flow, net, problem, x0, backward=backward)
+        np.testing.assert_allclose(float(losses[i]), float(loss), rtol=tol(dtype, 1e-6, 1e-14), err_msg=flow.name)
+        assert_trees_close(jax.tree.map(lambda a: a[i], updates), update, tol(dtype, 1e-5, 1e-12))
+        np.testing.assert_allclose(float(infos.sq_norm[i]), float(info.sq_norm), rtol=tol(dtype, 1e-5, 1e-12), err_msg=flow.name)
+        assert np.isnan(float(infos.cosine[i])) == (flow.n_passes == 1), flow.name
+        if flow.n_passes == 2:
+            np.testing.assert_allclose(float(infos.cosine[i]), float(info.cosine), rtol=tol(dtype, 1e-5, 1e-12), err_msg=flow.name)
+    # the flows really differ, so equal numbers above are not one flow repeated
+    assert len({round(float(v), 5) for v in infos.sq_norm}) == len(flows)
+
+
+def test_a_schedule_is_a_traced_argument_of_jit(dtype):
+    problem = pytree_problem()
+    net, x0 = pytree_inputs(dtype)
+    run = jax.jit(lambda f: sb.value_and_update(f, net, problem, x0)[1])
+    for flow in (sb.C(), sb.M(), sb.Truncated(3)):
+        assert_trees_close(run(flow.schedule(15, lanes=2)), sb.value_and_update(flow, net, problem, x0)[1], tol(dtype, 1e-5, 1e-12))
+    assert run._cache_size() == 1  # one compiled program for all three (as many lanes each)
+    with pytest.raises(ValueError, match=r"net gates have shape \(2, 14\); expected \(lanes, 15\)"):
+        sb.value_and_update(sb.C().schedule(14), net, problem, x0)
+    with pytest.raises(ValueError, match="C needs 2 backward passes; cannot fit it into 1"):
+        sb.C().schedule(15, lanes=1)

@@ -21,7 +21,7 @@ import types
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:  # the names, for type checkers and editors; at run time they load on first use
-    from .flows import C, Combined, Flow, Gated, M, Modified, N, NetworkOnly, R, Regular, S, Stopped, Truncated, combine_by_sign, flow_from_name, gate
+    from .flows import C, Combined, Flow, Gated, M, Modified, N, NetworkOnly, R, Regular, S, Schedule, Stopped, Truncated, combine_by_sign, flow_from_name, gate, stack_flows
     from .networks import DenseNet, FunctionPolicy, PerSample
     from .optim import keras_adam, make_optimizer, scale_by_keras_adam
     from .precision import float64, set_float64
@@ -43,7 +43,9 @@ _EXPORTS = {
     "R": "flows",
     "Regular": "flows",
     "S": "flows",
+    "Schedule": "flows",
     "Stopped": "flows",
+    "stack_flows": "flows",
     "Truncated": "flows",
     "combine_by_sign": "flows",
     "flow_from_name": "flows",
@@ -121,6 +123,7 @@ __all__ = [
     "R",
     "Regular",
     "S",
+    "Schedule",
     "SharedBackward",
     "Stopped",
     "Task",
@@ -139,6 +142,7 @@ __all__ = [
     "rollout_loss",
     "scale_by_keras_adam",
     "set_float64",
+    "stack_flows",
     "train",
     "train_batched",
     "value_and_update",

@@ -23,6 +23,14 @@ R by default) and keeps each component of the first only where its sign agrees
 with the second. Gates are numbers, not branches, so time-varying schedules
 (:class:`Gated`) and truncation (:class:`Truncated`) are the same mechanism.
 
+Every flow is also *data*: :meth:`Flow.schedule` turns it into a
+:class:`Schedule`, a pytree of arrays (the gates of each backward pass, or
+"lane", and whether the lanes are combined by sign). Schedules of different
+flows with the same number of lanes are the same program with different
+numbers, so they can be traced arguments of ``jax.jit`` and stacked along a
+leading axis for ``jax.vmap`` (:func:`stack_flows`): one compiled program
+trains R, M, S, N and C side by side.
+
 A flow is a value you pass, in the style of ``diffrax``'s ``adjoint=``::
 
     loss, update, info = stablebptt.value_and_update(stablebptt.C(), policy, problem, x0)
@@ -31,12 +39,13 @@ A flow is a value you pass, in the style of ``diffrax``'s ``adjoint=``::
 from __future__ import annotations
 
 import abc
-from typing import Any
+from typing import Any, Sequence
 
 import equinox as eqx
 import jax
 import jax.numpy as jnp
 import numpy as np
+import optax
 from jax import lax
 
 __all__ = [
@@ -48,6 +57,8 @@ __all__ = [
     "NetworkOnly",
     "Truncated",
     "Combined",
+    "Schedule",
+    "stack_flows",
     "R",
     "M",
     "S",
@@ -55,6 +66,7 @@ __all__ = [
     "C",
     "gate",
     "combine_by_sign",
+    "cosine_similarity",
     "flow_from_name",
     "FLOW_NAMES",
 ]
@@ -96,6 +108,19 @@ def combine_by_sign(primary: Any, reference: Any) -> Any:
     return jax.tree.map(combine, primary, reference)
 
 
+def cosine_similarity(a: Any, b: Any) -> jax.Array:
+    """Cosine of the angle between two pytrees flattened into vectors (0 if either is 0)."""
+    dot = optax.tree_utils.tree_vdot(a, b)
+    na = optax.tree_utils.tree_norm(a)
+    nb = optax.tree_utils.tree_norm(b)
+    denom = na * nb
+    return jnp.where(denom > 0, dot / jnp.where(denom > 0, denom, 1), 0.0)
+
+
+def _lane(grads: Any, i: int) -> Any:
+    return jax.tree.map(lambda a: a[i], grads)
+
+
 def _array_module(*gates: Any):
     """NumPy for concrete gates (the backward pass then skips network VJPs whose gate is 0), ``jax.numpy`` for
     traced ones (a flow whose gates are values under ``jit``/``vmap``)."""
@@ -116,11 +141,30 @@ class Flow(eqx.Module):
 
     def combine(self, grads: Any) -> Any:
         """Turn the stacked gradients (leading axis ``n_passes``) into one update."""
-        return jax.tree.map(lambda a: a[0], grads)
+        return _lane(grads, 0)
+
+    def cosine(self, grads: Any) -> jax.Array:
+        """Cosine similarity of the two passes a combined flow compares (M vs R for C); NaN otherwise."""
+        return jnp.full((), jnp.nan)
 
     @property
     def n_passes(self) -> int:
         return 1
+
+    def schedule(self, n_steps: int, lanes: int | None = None) -> "Schedule":
+        """This flow as data: its gates for a rollout of ``n_steps``, padded to ``lanes`` backward passes.
+
+        A single-pass flow padded to two lanes repeats its lane and is not
+        combined, so its update is unchanged; the padding only lets it share
+        one program (and one ``vmap``) with a combined flow.
+        """
+        lanes = self.n_passes if lanes is None else lanes
+        if lanes < self.n_passes:
+            raise ValueError(f"{self.name} needs {self.n_passes} backward passes; cannot fit it into {lanes}")
+        net, sim = self.gate_schedule(n_steps)
+        xp = _array_module(net, sim)
+        pad = lambda g: xp.concatenate([g] + [g[-1:]] * (lanes - g.shape[0]))  # noqa: E731
+        return Schedule(pad(net), pad(sim), np.asarray(self.n_passes > 1))
 
     @property
     def name(self) -> str:
@@ -242,15 +286,71 @@ class Combined(Flow):
         return xp.concatenate([pn, rn]), xp.concatenate([ps, rs])
 
     def combine(self, grads: Any) -> Any:
-        return combine_by_sign(
-            jax.tree.map(lambda a: a[0], grads), jax.tree.map(lambda a: a[1], grads)
-        )
+        return combine_by_sign(_lane(grads, 0), _lane(grads, 1))
+
+    def cosine(self, grads: Any) -> jax.Array:
+        return cosine_similarity(_lane(grads, 0), _lane(grads, 1))
 
     @property
     def name(self) -> str:
         if isinstance(self.primary, Modified) and isinstance(self.reference, Regular):
             return "C"
         return f"Combined({self.primary.name}, {self.reference.name})"
+
+
+class Schedule(Flow):
+    """A flow as plain arrays: any flow's gates, so that flows are traced values, not program structure.
+
+    net, sim: gates of shape ``(lanes, n_steps)``, one row per backward pass.
+    combined: a boolean scalar; true: the update keeps lane 0's components
+    whose sign agrees with lane 1's (:func:`combine_by_sign`); false: the
+    update is lane 0.
+
+    Build one with :meth:`Flow.schedule` and stack several with
+    :func:`stack_flows`. Every field may be traced (``jax.jit``) or carry a
+    leading batch axis (``jax.vmap``).
+    """
+
+    net: Any
+    sim: Any
+    combined: Any = False
+
+    def gate_schedule(self, n_steps: int) -> tuple[Any, Any]:
+        for g, what in ((self.net, "net"), (self.sim, "sim")):
+            if np.ndim(g) != 2 or np.shape(g)[1] != n_steps:
+                raise ValueError(f"Schedule: {what} gates have shape {np.shape(g)}; expected (lanes, {n_steps}) for a rollout of {n_steps} steps")
+        return self.net, self.sim
+
+    @property
+    def n_passes(self) -> int:
+        return int(np.shape(self.net)[0])
+
+    def _switch(self, combined: Any, single: Any) -> Any:
+        if not isinstance(self.combined, jax.core.Tracer):
+            return combined() if bool(self.combined) else single()
+        return jax.tree.map(lambda a, b: jnp.where(self.combined, a, b), combined(), single())
+
+    def combine(self, grads: Any) -> Any:
+        if self.n_passes < 2:
+            return _lane(grads, 0)
+        return self._switch(lambda: combine_by_sign(_lane(grads, 0), _lane(grads, 1)), lambda: _lane(grads, 0))
+
+    def cosine(self, grads: Any) -> jax.Array:
+        if self.n_passes < 2:
+            return jnp.full((), jnp.nan)
+        return self._switch(lambda: cosine_similarity(_lane(grads, 0), _lane(grads, 1)), lambda: jnp.full((), jnp.nan))
+
+
+def stack_flows(flows: Sequence[Flow], n_steps: int) -> Schedule:
+    """Several flows as one :class:`Schedule` with a leading axis (``len(flows)``) on every field, for ``jax.vmap``.
+
+    All get as many lanes as the flow that needs most (2 if any is combined).
+    """
+    if not flows:
+        raise ValueError("stack_flows needs at least one flow")
+    lanes = max(f.n_passes for f in flows)
+    schedules = [f.schedule(n_steps, lanes) for f in flows]
+    return jax.tree.map(lambda *a: jnp.stack([jnp.asarray(x) for x in a]), *schedules)
 
 
 R, M, S, N, C = Regular, Modified, Stopped, NetworkOnly, Combined

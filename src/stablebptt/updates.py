@@ -27,7 +27,7 @@ import optax
 
 from .backward import value_and_grads
 from .checkpointing import check_remat
-from .flows import Flow
+from .flows import Flow, cosine_similarity
 from .problem import ControlProblem
 from .rollout import gated_loss
 
@@ -112,15 +112,6 @@ def trainable(policy: Any) -> tuple[Any, Any]:
     return eqx.partition(policy, eqx.is_inexact_array)
 
 
-def cosine_similarity(a: Any, b: Any) -> jax.Array:
-    """Cosine of the angle between two pytrees flattened into vectors (0 if either is 0)."""
-    dot = optax.tree_utils.tree_vdot(a, b)
-    na = optax.tree_utils.tree_norm(a)
-    nb = optax.tree_utils.tree_norm(b)
-    denom = na * nb
-    return jnp.where(denom > 0, dot / jnp.where(denom > 0, denom, 1), 0.0)
-
-
 def value_and_update(
     flow: Flow,
     policy: Callable,
@@ -132,7 +123,8 @@ def value_and_update(
     """Loss of one rollout from ``x0`` and the update ``flow`` asks for.
 
     Args:
-        flow: e.g. ``R()``, ``M()``, ``S()``, ``C()``.
+        flow: e.g. ``R()``, ``M()``, ``S()``, ``C()``, or a :class:`Schedule`
+            (any flow as arrays, which may be traced or vmapped).
         policy: the controller, ``policy(x) -> c``: an Equinox module, or any
             callable pytree (see :class:`stablebptt.FunctionPolicy`).
         problem: simulator step, horizon and loss.
@@ -153,10 +145,6 @@ def value_and_update(
 
     loss, grads = backward.value_and_grads(apply, params, problem, x0, net, sim)
     update = flow.combine(grads)
-    if flow.n_passes > 1:
-        lane = lambda i: jax.tree.map(lambda a: a[i], grads)  # noqa: E731
-        cosine = cosine_similarity(lane(0), lane(1)).astype(loss.dtype)
-    else:
-        cosine = jnp.full((), jnp.nan, loss.dtype)
+    cosine = flow.cosine(grads).astype(loss.dtype)
     sq_norm = optax.tree_utils.tree_norm(update, squared=True).astype(loss.dtype)
     return loss, update, UpdateInfo(sq_norm, cosine)

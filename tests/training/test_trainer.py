@@ -125,3 +125,43 @@ def test_batched_runs_with_different_learning_rates():
     assert batched[0].history[-1]["test_loss"] != pytest.approx(batched[1].history[-1]["test_loss"], rel=1e-3)
     with pytest.raises(ValueError, match="optimizer 1 updates differently from optimizer 0"):
         sb.train_batched([policy, policy], problem, [x, x], [x, x], flow=sb.R(), optimizers=[optax.adam(1e-3), optax.adam(1e-1)], epochs=1)
+
+
+def assert_same_rows(got, want, rel):
+    """Two metric histories agree in every column but the wall time (NaN where the other is NaN)."""
+    columns = [c for c in METRIC_COLUMNS if c != "seconds"]
+    assert len(got) == len(want)
+    np.testing.assert_allclose([[r[c] for c in columns] for r in got], [[r[c] for c in columns] for r in want], rtol=rel)
+
+
+def test_a_diverging_run_is_marked_and_the_others_keep_their_single_run_numbers():
+    """One loop, one failure policy: in a batch the diverged run is marked with its epoch and the others go on;
+    alone, the same run raises at the same epoch with the same rows."""
+    problem = sb.ControlProblem(step=lambda x, c: x + c, n_steps=2, final_loss=lambda x: jnp.mean(jnp.sqrt(x)))
+    policy = sb.FunctionPolicy(lambda p, x: p * jnp.ones_like(x), jnp.array(0.05))
+    x = jnp.linspace(0.0, 0.1, 8)
+    optimizers = [sb.make_optimizer("none", lr) for lr in (1e-4, 1e-2, 3e-4)]
+    batched = sb.train_batched([policy] * 3, problem, [x] * 3, [x] * 3, flow=sb.R(), optimizers=optimizers, epochs=12)
+    with pytest.raises(sb.NonFiniteLossError) as err:
+        sb.train(policy, problem, x, x, flow=sb.R(), optimizer=optimizers[1], epochs=12)
+    assert 1 < err.value.epoch < 12
+    assert batched[1].diverged_at_epoch == err.value.epoch
+    assert_same_rows(batched[1].history, err.value.history, 1e-6)
+    for i in (0, 2):
+        single = sb.train(policy, problem, x, x, flow=sb.R(), optimizer=optimizers[i], epochs=12)
+        assert batched[i].diverged_at_epoch is None and len(batched[i].history) == 12
+        assert_same_rows(batched[i].history, single.history, 1e-6)
+
+
+def test_runs_of_different_flows_train_as_one_program_with_their_single_run_numbers():
+    problem, policy, x = pendulum()
+    flows = [sb.R(), sb.M(), sb.C(), sb.S(), sb.Truncated(4)]  # a final loss only: Truncated(3) would cut step 9 and equal S
+    optimizers = [sb.make_optimizer(clip, 1e-2) for clip in ("none", "norm", "value", "none", "norm")]
+    batched = sb.train_batched([policy] * 5, problem, [x] * 5, [x] * 5, flow=flows, optimizers=optimizers, epochs=2, batch_size=4)
+    finals = set()
+    for run, flow, opt in zip(batched, flows, optimizers, strict=True):
+        single = sb.train(policy, problem, x, x, flow=flow, optimizer=opt, epochs=2, batch_size=4)
+        assert_same_rows(run.history, single.history, 1e-4)
+        assert math.isnan(run.history[0]["cosine_mr"]) == (flow.n_passes == 1)
+        finals.add(round(run.history[-1]["test_loss"], 7))
+    assert len(finals) == 5  # five different runs, not one repeated

@@ -1,6 +1,5 @@
 """Training: data batching, the epoch program, metrics and the NaN guard."""
 
-from .batched import train_batched
 from .batching import batch_count, split_batches
 from .trainer import (
     METRIC_COLUMNS,
@@ -10,6 +9,7 @@ from .trainer import (
     TrainState,
     make_epoch_functions,
     train,
+    train_batched,
 )
 
 __all__ = [

@@ -3,6 +3,15 @@
 A whole epoch (all mini-batch updates) is one ``lax.scan`` inside one ``jit``;
 the host syncs once per epoch, for the metrics. Knows no task: it takes a
 policy, a :class:`ControlProblem`, data, a flow and an optax optimizer.
+
+One loop serves one run (:func:`train`) and a batch of runs
+(:func:`train_batched`): runs are stacked along a leading axis and their
+epoch is one ``vmap``ped program. Runs may differ in initial weights, data
+(e.g. seeds), every number an optimizer from :func:`stablebptt.make_optimizer`
+keeps in its state (clip mode, learning rate, Adam's β and ε) and in their
+flows; they share the problem and the network's structure. Each run's losses
+are evaluated with the very program a later evaluation of its saved weights
+uses, so the logged losses are those of its saved weights.
 """
 
 from __future__ import annotations
@@ -14,10 +23,11 @@ from typing import Any, Callable, Sequence
 
 import equinox as eqx
 import jax
+import jax.numpy as jnp
 import numpy as np
 import optax
 
-from ..flows import Flow, Regular
+from ..flows import Flow, Regular, stack_flows
 from ..problem import ControlProblem
 from ..rollout import rollout_loss
 from ..updates import Backward, SharedBackward, trainable, value_and_update
@@ -34,7 +44,9 @@ __all__ = [
     "row_is_finite",
     "make_epoch_functions",
     "check_data",
+    "check_start",
     "train",
+    "train_batched",
 ]
 
 METRIC_COLUMNS = (
@@ -88,22 +100,27 @@ class EpochFunctions:
 def make_epoch_functions(
     policy: Any,
     problem: ControlProblem,
-    flow: Flow,
+    flow: Flow | None,
     optimizer: optax.GradientTransformation,
     *,
     backward: Backward = SharedBackward(),
 ) -> EpochFunctions:
-    """Build (unjitted) epoch and evaluation functions for a policy's structure."""
+    """Build (unjitted) epoch and evaluation functions for a policy's structure.
+
+    ``train_epoch(params, opt_state, batches, flow=flow)``: with ``flow=None``
+    here, the flow must be passed to every call (e.g. a traced, vmapped
+    :class:`~stablebptt.flows.Schedule`).
+    """
     _, static = trainable(policy)
 
-    def update_step(carry, batch):
-        params, opt_state = carry
-        loss, update, info = value_and_update(flow, eqx.combine(params, static), problem, batch, backward=backward)
-        updates, opt_state = optimizer.update(update, opt_state, params)
-        params = optax.apply_updates(params, updates)
-        return (params, opt_state), (loss, info.sq_norm, info.cosine)
+    def train_epoch(params, opt_state, batches, flow=flow):
+        def update_step(carry, batch):
+            params, opt_state = carry
+            loss, update, info = value_and_update(flow, eqx.combine(params, static), problem, batch, backward=backward)
+            updates, opt_state = optimizer.update(update, opt_state, params)
+            params = optax.apply_updates(params, updates)
+            return (params, opt_state), (loss, info.sq_norm, info.cosine)
 
-    def train_epoch(params, opt_state, batches):
         (params, opt_state), stats = jax.lax.scan(update_step, (params, opt_state), batches)
         return params, opt_state, stats
 
@@ -113,7 +130,7 @@ def make_epoch_functions(
     return EpochFunctions(train_epoch, evaluate, static)
 
 
-def epoch_row(epoch: int, stats: Sequence, losses: Sequence, seconds: float, combined: bool) -> dict:
+def epoch_row(epoch: int, stats: Sequence, losses: Sequence, seconds: float) -> dict:
     """One metrics row from an epoch's per-update stats and the train/test losses after it."""
     return {
         "epoch": epoch,
@@ -121,7 +138,7 @@ def epoch_row(epoch: int, stats: Sequence, losses: Sequence, seconds: float, com
         "train_loss": float(losses[0]),
         "test_loss": float(losses[1]),
         "update_sq_norm": float(np.mean(stats[1])),
-        "cosine_mr": float(np.mean(stats[2])) if combined else math.nan,
+        "cosine_mr": float(np.mean(stats[2])),  # NaN unless the flow is combined
         "seconds": seconds,
     }
 
@@ -218,6 +235,166 @@ def check_start(start: TrainState, params: Any, opt_state: Any, epochs: int) -> 
         )
 
 
+
+def _stack(trees: Sequence[Any]) -> Any:
+    return jax.tree.map(lambda *xs: jnp.stack(xs), *trees)
+
+
+def _run(tree: Any, i: int) -> Any:
+    return jax.tree.map(lambda a: a[i], tree)
+
+
+def _check_same_rule(optimizers: Sequence[optax.GradientTransformation], params_list: list, opt_states: list) -> None:
+    """Refuse optimizers whose update rules differ outside their states: the batch applies the first one's rule."""
+    rng = np.random.default_rng(0)
+    for i, (opt, params, state) in enumerate(zip(optimizers, params_list, opt_states, strict=True)):
+        if opt is optimizers[0]:
+            continue
+        probe = jax.tree.map(lambda a: jnp.asarray(rng.normal(size=a.shape), a.dtype), params)
+        own, _ = opt.update(probe, state, params)
+        first, _ = optimizers[0].update(probe, state, params)
+        if not all(bool(jnp.array_equal(a, b)) for a, b in zip(jax.tree.leaves(own), jax.tree.leaves(first), strict=True)):
+            raise ValueError(
+                f"train_batched: optimizer {i} updates differently from optimizer 0 with the same state (its settings live "
+                "outside its state, e.g. optax.adam(1e-1)); build them with stablebptt.make_optimizer, which keeps clip "
+                "limits and learning rate in the state, or train the runs separately"
+            )
+
+
+def _one_flow(flows: Sequence[Flow]) -> Flow | None:
+    """The flow every run shares, or None if they differ (then they train as stacked schedules)."""
+    first = flows[0]
+    return first if all(f is first or eqx.tree_equal(f, first) is True for f in flows[1:]) else None
+
+
+def _epoch_program(fns: EpochFunctions, flows: Sequence[Flow], n_steps: int, n_runs: int) -> tuple[Callable, Any]:
+    """``(epoch, flow_arg)``: an epoch of all runs, ``epoch(params, opt_state, batches, flow_arg)`` on stacked runs.
+
+    One run is the unbatched program (the leading run axis is dropped inside
+    ``jit``); several runs of one flow ``vmap`` over parameters, optimizer
+    states and data with the flow fixed (its concrete gates let M and S skip
+    network Jacobians); runs of different flows also ``vmap`` over the
+    flows' stacked :class:`~stablebptt.flows.Schedule`.
+    """
+    shared = _one_flow(flows)
+    if shared is not None and n_runs == 1:
+
+        def single(params, opt_state, batches, _):
+            out = fns.train_epoch(_run(params, 0), _run(opt_state, 0), _run(batches, 0), shared)
+            return jax.tree.map(lambda a: a[None], out)
+
+        return single, None
+    if shared is not None:
+        return jax.vmap(lambda p, o, b, _: fns.train_epoch(p, o, b, shared), in_axes=(0, 0, 0, None)), None
+    return jax.vmap(fns.train_epoch), stack_flows(flows, n_steps)
+
+
+def _fit(
+    policies: Sequence[Any],
+    problem: ControlProblem,
+    train_xs: Sequence[Any],
+    test_xs: Sequence[Any],
+    *,
+    flows: Sequence[Flow],
+    optimizers: Sequence[optax.GradientTransformation],
+    epochs: int,
+    batch_size: int,
+    on_epoch: Callable[[list[dict | None]], None] | None,
+    backward: Backward,
+    devices: Sequence[jax.Device] | None,
+    starts: Sequence[TrainState] | None,
+    checkpoint: Callable[[list[TrainState]], None] | None,
+    checkpoint_every: int,
+    raise_on_divergence: bool,
+) -> list[TrainResult]:
+    """The training loop behind :func:`train` (one run) and :func:`train_batched` (several)."""
+    n = len(policies)
+    if n < 1 or not (len(train_xs) == len(test_xs) == len(optimizers) == len(flows) == n):
+        raise ValueError("train_batched needs one policy, training set, test set, optimizer and flow per run (at least one run)")
+    if isinstance(epochs, bool) or not isinstance(epochs, int) or epochs < 1:
+        raise ValueError(f"epochs={epochs!r}; expected a positive integer")
+    for x, t in zip(train_xs, test_xs, strict=True):
+        batch_count(_leading(x), batch_size)
+        if _leading(t) < 1:
+            raise ValueError("the test set is empty; give at least one test sample")
+
+    split = [trainable(p) for p in policies]
+    params_list = [p for p, _ in split]
+    if len({jax.tree.structure(p) for p in params_list}) != 1 or any(jax.tree.structure(s) != jax.tree.structure(split[0][1]) for _, s in split):
+        raise ValueError("train_batched: all policies must have the same structure")
+    opt_states = [opt.init(p) for opt, p in zip(optimizers, params_list, strict=True)]
+    if len({jax.tree.structure(s) for s in opt_states}) != 1:
+        raise ValueError("train_batched: optimizers must be built alike (make_optimizer with the same adam form)")
+    _check_same_rule(optimizers, params_list, opt_states)
+    if starts is not None:
+        if len(starts) != n or len({s.epoch for s in starts}) != 1:
+            raise ValueError("train_batched: give one start state per run, all at the same epoch")
+        for start, params, state in zip(starts, params_list, opt_states, strict=True):
+            check_start(start, params, state, epochs)
+        params_list, opt_states = [s.params for s in starts], [s.opt_state for s in starts]
+    for policy, train_x, test_x in zip(policies, train_xs, test_xs, strict=True):
+        check_data(policy, problem, train_x, test_x)
+
+    fns = make_epoch_functions(policies[0], problem, None, optimizers[0], backward=backward)
+    epoch_fn, flow_arg = _epoch_program(fns, flows, problem.n_steps, n)
+    mesh = data_mesh(batch_size, devices)
+    params, opt_state = replicate((_stack(params_list), _stack(opt_states)), mesh)
+    batches = shard_leading(_stack([split_batches(x, batch_size) for x in train_xs]), mesh, axis=2)
+    train_xs, test_xs = shard_leading((list(train_xs), list(test_xs)), mesh)
+
+    t0 = time.perf_counter()
+    train_epoch = jax.jit(epoch_fn).lower(params, opt_state, batches, flow_arg).compile()
+    evaluate = jax.jit(fns.evaluate)  # the same program as a later evaluation of saved weights
+
+    def losses_of(stacked):
+        pending = [(evaluate(_run(stacked, i), train_xs[i]), evaluate(_run(stacked, i), test_xs[i])) for i in range(n)]
+        return jax.device_get(pending)  # one host sync for all runs
+
+    if starts is None:
+        initial = [{"train_loss": float(a), "test_loss": float(b)} for a, b in losses_of(params)]
+    else:
+        initial = [dict(s.initial) for s in starts]
+    compile_seconds = time.perf_counter() - t0
+
+    histories: list[list[dict]] = [[] for _ in range(n)] if starts is None else [list(s.history) for s in starts]
+    diverged: list[int | None] = [None] * n if starts is None else [s.diverged_at for s in starts]
+    for epoch in range(1 if starts is None else starts[0].epoch + 1, epochs + 1):
+        began = time.perf_counter()
+        params, opt_state, stats = train_epoch(params, opt_state, batches, flow_arg)
+        jax.block_until_ready(stats)
+        seconds = time.perf_counter() - began
+        stats, losses = jax.device_get((stats, losses_of(params)))
+        rows: list[dict | None] = []
+        for i in range(n):
+            if diverged[i] is not None:
+                rows.append(None)
+                continue
+            row = epoch_row(epoch, [s[i] for s in stats], losses[i], seconds)
+            histories[i].append(row)
+            rows.append(row)
+            if not row_is_finite(row):
+                diverged[i] = epoch
+        if on_epoch is not None:
+            on_epoch(rows)
+        if raise_on_divergence and any(d == epoch for d in diverged):
+            i = diverged.index(epoch)
+            raise NonFiniteLossError(epoch, histories[i], initial[i])
+        if all(d is not None for d in diverged):
+            break
+        if checkpoint is not None and checkpoint_due(epoch, epochs, checkpoint_every):
+            host_params, host_state = jax.device_get((params, opt_state))
+            checkpoint([
+                TrainState(epoch, _run(host_params, i), _run(host_state, i), list(histories[i]), initial[i], diverged[i])
+                for i in range(n)
+            ])  # fmt: skip
+
+    n_devices = 1 if mesh is None else mesh.devices.size
+    return [
+        TrainResult(eqx.combine(_run(params, i), split[i][1]), _run(opt_state, i), histories[i], initial[i], compile_seconds, diverged[i], n_devices)
+        for i in range(n)
+    ]
+
+
 def train(
     policy: Any,
     problem: ControlProblem,
@@ -255,53 +432,63 @@ def train(
         checkpoint: called with the :class:`TrainState` every
             ``checkpoint_every`` epochs (not after the last).
 
+    A single run is a batch of one of :func:`train_batched`'s loop, with one
+    difference: a run whose loss becomes non-finite raises.
+
     Raises:
         NonFiniteLossError: a loss became NaN or infinite; the epoch's row has
             already been passed to ``on_epoch``.
     """
-    if isinstance(epochs, bool) or not isinstance(epochs, int) or epochs < 1:
-        raise ValueError(f"epochs={epochs!r}; expected a positive integer")
-    batch_count(_leading(train_x), batch_size)
-    if _leading(test_x) < 1:
-        raise ValueError("the test set is empty; give at least one test sample")
-    check_data(policy, problem, train_x, test_x)
+    return _fit(
+        [policy], problem, [train_x], [test_x], flows=[flow], optimizers=[optimizer], epochs=epochs, batch_size=batch_size,
+        on_epoch=None if on_epoch is None else (lambda rows: on_epoch(rows[0])), backward=backward, devices=devices,
+        starts=None if start is None else [start], checkpoint=None if checkpoint is None else (lambda states: checkpoint(states[0])),
+        checkpoint_every=checkpoint_every, raise_on_divergence=True,
+    )[0]  # fmt: skip
 
-    fns = make_epoch_functions(policy, problem, flow, optimizer, backward=backward)
-    mesh = data_mesh(batch_size, devices)
-    params, _ = trainable(policy)
-    opt_state = optimizer.init(params)
-    if start is not None:
-        check_start(start, params, opt_state, epochs)
-        params, opt_state = start.params, start.opt_state
-    params, opt_state = replicate((params, opt_state), mesh)
-    batches = shard_leading(split_batches(train_x, batch_size), mesh, axis=1)
-    train_x, test_x = shard_leading((train_x, test_x), mesh)
 
-    t0 = time.perf_counter()
-    train_epoch = jax.jit(fns.train_epoch).lower(params, opt_state, batches).compile()
-    evaluate = jax.jit(fns.evaluate)  # the same program as a later evaluation of saved weights
-    if start is None:
-        initial_losses = jax.device_get((evaluate(params, train_x), evaluate(params, test_x)))
-        initial = {"train_loss": float(initial_losses[0]), "test_loss": float(initial_losses[1])}
-    else:
-        initial = dict(start.initial)
-    compile_seconds = time.perf_counter() - t0
+def train_batched(
+    policies: Sequence[Any],
+    problem: ControlProblem,
+    train_xs: Sequence[Any],
+    test_xs: Sequence[Any],
+    *,
+    flow: Flow | Sequence[Flow],
+    optimizers: Sequence[optax.GradientTransformation],
+    epochs: int,
+    batch_size: int = 8,
+    on_epoch: Callable[[list[dict | None]], None] | None = None,
+    backward: Backward = SharedBackward(),
+    devices: Sequence[jax.Device] | None = None,
+    starts: Sequence[TrainState] | None = None,
+    checkpoint: Callable[[list[TrainState]], None] | None = None,
+    checkpoint_every: int = 10,
+) -> list[TrainResult]:
+    """Train ``len(policies)`` runs as one compiled program; run ``i`` is ``(policies[i], train_xs[i], test_xs[i], optimizers[i])``.
 
-    history: list[dict] = [] if start is None else list(start.history)
-    for epoch in range(1 if start is None else start.epoch + 1, epochs + 1):
-        began = time.perf_counter()
-        params, opt_state, stats = train_epoch(params, opt_state, batches)
-        jax.block_until_ready(stats)
-        seconds = time.perf_counter() - began
-        stats, losses = jax.device_get((stats, (evaluate(params, train_x), evaluate(params, test_x))))
-        row = epoch_row(epoch, stats, losses, seconds, flow.n_passes > 1)
-        history.append(row)
-        if on_epoch is not None:
-            on_epoch(row)
-        if not row_is_finite(row):
-            raise NonFiniteLossError(epoch, history, initial)
-        if checkpoint is not None and checkpoint_due(epoch, epochs, checkpoint_every):
-            checkpoint(TrainState(epoch, *jax.device_get((params, opt_state)), list(history), initial))
+    ``flow``: one flow for every run, or one per run (e.g. ``[R(), M(), C()]``):
+    runs of different flows train side by side as stacked
+    :class:`~stablebptt.flows.Schedule` values, every run with as many
+    backward passes as the flow that needs most.
 
-    n_devices = 1 if mesh is None else mesh.devices.size
-    return TrainResult(eqx.combine(params, fns.static), opt_state, history, initial, compile_seconds, n_devices=n_devices)
+    ``optimizers`` must come from :func:`stablebptt.make_optimizer` with the
+    same ``adam`` form (they may differ in clip mode and numbers): the first
+    one's update rule is used for all, with each run's own state. Optimizers
+    that would update differently under that rule (e.g. ``optax.adam`` with
+    different learning rates) are refused.
+
+    A run whose loss becomes non-finite is marked (``diverged_at_epoch``) and
+    its history ends there; the others go on. ``on_epoch`` receives one row
+    per run each epoch (None for runs that have already diverged); ``seconds``
+    is the wall time of the whole batched epoch. ``devices``: as for
+    :func:`train`, every run's mini-batches are split across them.
+    ``starts`` (one :class:`TrainState` per run, all at the same epoch) continues
+    saved runs; ``checkpoint`` receives every run's state every
+    ``checkpoint_every`` epochs (not after the last).
+    """
+    flows = [flow] * len(policies) if isinstance(flow, Flow) else list(flow)
+    return _fit(
+        policies, problem, train_xs, test_xs, flows=flows, optimizers=optimizers, epochs=epochs, batch_size=batch_size,
+        on_epoch=on_epoch, backward=backward, devices=devices, starts=starts, checkpoint=checkpoint,
+        checkpoint_every=checkpoint_every, raise_on_divergence=False,
+    )  # fmt: skip
