@@ -131,7 +131,7 @@ def _add_training_options(p: argparse.ArgumentParser, *, with_method: bool) -> N
     p.add_argument("--clip", default="none", choices=CLIP_MODES, help="clipping of the final update (default none)")
     p.add_argument("--epochs", type=_positive_int, metavar="N", default=1000, help="passes over the training set (default 1000)")
     p.add_argument("--seed", type=int, metavar="N", default=42, help="seed of data and initial weights (default 42)")
-    p.add_argument("--lr", type=float, metavar="X", default=1e-3, help="Adam learning rate (default 1e-3)")
+    p.add_argument("--lr", dest="learning_rate", type=float, metavar="X", default=1e-3, help="Adam learning rate (default 1e-3)")
     p.add_argument("--batch-size", type=_positive_int, metavar="N", default=8, help="samples per update (default 8)")
     p.add_argument("--n-train", type=_positive_int, metavar="N", default=256, help="training initial states (default 256)")
     p.add_argument("--n-test", type=_positive_int, metavar="N", default=256, help="test initial states (default 256)")
@@ -186,6 +186,7 @@ def build_parser() -> argparse.ArgumentParser:
     reproduce.add_argument("--methods", type=_names("method"), metavar="LIST", default=None, help="comma-separated methods (default R,M,C,S)")
     reproduce.add_argument("--clips", type=_clips, metavar="LIST", default=None, help="comma-separated clip modes (default none,value,norm)")
     reproduce.add_argument("--one-by-one", action="store_true", help="train runs one after another instead of batched (for timing)")
+    reproduce.add_argument("--group-by", choices=("level", "method"), default=None, help="runs trained as one program: every run of a difficulty (level, the default) or of a difficulty and method")
     reproduce.add_argument("--x64", action="store_true", help="compute in float64")
     _add_remat_option(reproduce)
     _add_checkpoint_option(reproduce)
@@ -207,6 +208,7 @@ def build_parser() -> argparse.ArgumentParser:
     bench.add_argument("--methods", type=_names("method"), metavar="LIST", default="R,M,C,S", help="comma-separated methods (default R,M,C,S)")
     bench.add_argument("--epochs", type=_positive_int, metavar="K", default=3, help="timed epochs after one warm-up; the median is reported (default 3)")
     bench.add_argument("--out", type=Path, metavar="FILE", default=None, help="also write the table to FILE (markdown)")
+    bench.add_argument("--runs", type=_positive_int, metavar="K", default=1, help="runs trained together as one vmapped program, as in a sweep group (default 1)")
     bench.add_argument("--x64", action="store_true", help="compute in float64")
     return parser
 
@@ -219,21 +221,7 @@ def _config_from_args(args):
         value = getattr(args, opt.field)
         if value is not None:
             task_options[opt.field] = value
-    return RunConfig(
-        task=args.task,
-        task_options=task_options,
-        method=getattr(args, "method", "C"),
-        clip=args.clip,
-        epochs=args.epochs,
-        seed=args.seed,
-        learning_rate=args.lr,
-        batch_size=args.batch_size,
-        n_train=args.n_train,
-        n_test=args.n_test,
-        adam=args.adam,
-        dtype="float64" if args.x64 else "float32",
-        remat=args.remat,
-    ).resolved()
+    return RunConfig.from_options(vars(args), task_options=task_options, dtype="float64" if args.x64 else "float32")
 
 
 def _checkpoint_every(args) -> dict:
@@ -271,14 +259,14 @@ def _reproduce(args) -> int:
     if args.experiment == "lq":
         from .experiments.lq import LQSpec, run_lq, table_markdown
 
-        _refuse_options(args, "lq", ("--preset", "--seeds", "--backend", "--address", "--levels", "--clips", "--remat", "--env", "--steps", "--n-train", "--checkpoint-every"))
+        _refuse_options(args, "lq", ("--preset", "--seeds", "--backend", "--address", "--levels", "--clips", "--remat", "--env", "--steps", "--n-train", "--checkpoint-every", "--group-by"))
         spec = LQSpec(**({"epochs": args.epochs} if args.epochs else {}), **({"methods": tuple(args.methods)} if args.methods else {}))
         print(table_markdown(spec, run_lq(spec, args.out)), end="")
         print(f"table in {args.out}")
         return 0
     if args.experiment == "toy":
         _refuse_options(
-            args, "toy", ("--preset", "--epochs", "--seeds", "--levels", "--methods", "--clips", "--backend", "--address", "--remat", "--env", "--steps", "--n-train", "--checkpoint-every"),
+            args, "toy", ("--preset", "--epochs", "--seeds", "--levels", "--methods", "--clips", "--backend", "--address", "--remat", "--env", "--steps", "--n-train", "--checkpoint-every", "--group-by"),
             why="it has no training runs to size",
         )  # fmt: skip
         toy.reproduce_toy(args.out)
@@ -313,7 +301,7 @@ def _reproduce(args) -> int:
     )
     start = time.perf_counter()
     try:
-        sweep.run_sweep(spec, args.out, batched=not args.one_by_one, progress=not args.quiet, backend=backend)
+        sweep.run_sweep(spec, args.out, batched=not args.one_by_one, progress=not args.quiet, backend=backend, group_by=args.group_by or "level")
     except sweep.GroupsFailedError as err:
         print(f"stablebptt: error: {err}", file=sys.stderr)
         return 1  # neither bad input nor a diverged run: the cluster failed
@@ -326,7 +314,7 @@ def _reproduce(args) -> int:
 def _reproduce_brax(args) -> int:
     from .experiments.brax_peer import PeerSpec, run_peer
 
-    _refuse_options(args, "brax", ("--preset", "--levels", "--clips", "--backend", "--address", "--remat", "--x64"))
+    _refuse_options(args, "brax", ("--preset", "--levels", "--clips", "--backend", "--address", "--remat", "--x64", "--group-by"))
     options = {"env": args.env, "n_steps": args.steps, "epochs": args.epochs, "n_train": args.n_train}
     spec = PeerSpec(**{k: v for k, v in options.items() if v is not None},
                     **({"seeds": tuple(range(42, 42 + args.seeds))} if args.seeds else {}),
@@ -368,7 +356,7 @@ def _bench(args) -> int:
         from .experiments.rundir import check_output_place
 
         check_output_place(args.out, "file")
-    rows = run_bench(args.tasks, args.methods, epochs=args.epochs, dtype="float64" if args.x64 else "float32", say=say)
+    rows = run_bench(args.tasks, args.methods, epochs=args.epochs, runs=args.runs, dtype="float64" if args.x64 else "float32", say=say)
     table = format_bench_table(rows)
     print(table, end="")
     if args.out is not None:

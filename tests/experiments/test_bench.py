@@ -31,7 +31,13 @@ def test_run_bench_rows_on_a_small_setting():
     )
     assert row["updates_per_second"] == pytest.approx(2 / row["seconds_per_epoch"])
     assert row["peak_fraction"] == pytest.approx(row["gflops_per_second"] / 1.0)
-    assert "| cartpole | n_poles=1 | 5 | S |" in format_bench_table(rows)
+    assert "| cartpole | n_poles=1 | 5 | S | 1 |" in format_bench_table(rows)
+    # three runs as one vmapped program: three times the work of one, counted as such
+    (batched,) = run_bench("cartpole", "S", epochs=1, n_train=16, task_options={"cartpole": {"n_steps": 5, "n_poles": 1}}, peak=peak, runs=3)
+    assert batched["runs"] == 3
+    assert batched["flops_per_epoch"] == pytest.approx(3 * row["flops_per_epoch"], rel=1e-9)
+    assert batched["updates_per_second"] == pytest.approx(3 * 2 / batched["seconds_per_epoch"])
+    assert "| cartpole | n_poles=1 | 5 | S | 3 |" in format_bench_table([batched])
 
 
 def table_rows(text: str) -> list[list[str]]:
@@ -68,8 +74,8 @@ def test_cli_writes_the_table(tmp_path, capsys):
     assert re.search(r"matmul peak: [0-9.]+ GFLOP/s", written)
     rows = table_rows(written)
     assert [(r[0], r[3]) for r in rows] == [("cartpole", "R"), ("cartpole", "S")]
-    for task, difficulty, steps, method, *numbers in rows:
-        assert difficulty == "n_poles=2" and steps == "100"
+    for task, difficulty, steps, method, runs, *numbers in rows:
+        assert difficulty == "n_poles=2" and steps == "100" and runs == "1"
         values = [float(v) for v in numbers]
         assert all(math.isfinite(v) and v > 0 for v in values)
         seconds, updates_per_second = values[0], values[1]

@@ -10,7 +10,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-import stablebptt.experiments.sweep as sweep_module
+import stablebptt.experiments.groups as groups_module
 from stablebptt.experiments import report
 from stablebptt.experiments.rundir import RunDirError, read_metrics
 from stablebptt.experiments.sweep import SweepSpec, finished_runs, run_sweep
@@ -56,12 +56,12 @@ def uninterrupted(tmp_path_factory):
 def test_interrupted_sweep_resumes_without_repeating_or_losing_runs(uninterrupted, tmp_path, monkeypatch):
     spec, reference_dir = uninterrupted
     out = tmp_path / "b"
-    original = sweep_module.train_batched
+    original = groups_module.train_batched
     calls = []
 
-    def interrupt_third_group(*args, on_epoch, **kwargs):
+    def interrupt_second_group(*args, on_epoch, **kwargs):
         calls.append(1)
-        if len(calls) < 3:
+        if len(calls) < 2:
             return original(*args, on_epoch=on_epoch, **kwargs)
 
         def stop(rows):
@@ -70,15 +70,15 @@ def test_interrupted_sweep_resumes_without_repeating_or_losing_runs(uninterrupte
 
         return original(*args, on_epoch=stop, **kwargs)
 
-    monkeypatch.setattr(sweep_module, "train_batched", interrupt_third_group)
+    monkeypatch.setattr(groups_module, "train_batched", interrupt_second_group)
     with pytest.raises(KeyboardInterrupt):
         run_sweep(spec, out, progress=False, say=quiet)
-    monkeypatch.setattr(sweep_module, "train_batched", original)
+    monkeypatch.setattr(groups_module, "train_batched", original)
 
     before = {run.path for run in finished_runs(spec, out)}
-    assert len(before) == 8  # two whole groups
+    assert len(before) == 8  # the first difficulty's group, whole
     partial = [p for p in (out / "runs").rglob(".*.partial")]
-    assert len(partial) == 4 and not any((p / "summary.json").exists() for p in partial)
+    assert len(partial) == 8 and not any((p / "summary.json").exists() for p in partial)
 
     again = run_sweep(spec, out, progress=False, say=quiet)
     assert {run.path for run in again}.isdisjoint(before)  # no finished run is trained again
@@ -93,13 +93,7 @@ def test_restart_of_a_finished_sweep_trains_nothing(uninterrupted):
     assert run_sweep(spec, out, progress=False, say=quiet) == []
 
 
-def test_batched_equals_one_by_one(uninterrupted, tmp_path):
-    spec, batched_dir = uninterrupted
-    group = SweepSpec(**{**TINY, "levels": (2,), "methods": ("C",)})  # one group (2 clips × 2 seeds) is enough to compare
-    out = tmp_path / "one-by-one"
-    run_sweep(group, out, batched=False, progress=False, say=quiet)
-    a, b = numbers(batched_dir, group), numbers(out, group)
-    assert len(a) == 4
+def assert_same_numbers(a: dict, b: dict) -> None:
     for path in a:
         for row_a, row_b in zip(a[path], b[path], strict=True):
             for key in row_a:
@@ -107,8 +101,38 @@ def test_batched_equals_one_by_one(uninterrupted, tmp_path):
                     assert row_b[key] is None
                 else:
                     np.testing.assert_allclose(row_a[key], row_b[key], rtol=1e-4, err_msg=f"{path} {key}")
+
+
+def test_a_difficulty_group_equals_one_by_one(uninterrupted, tmp_path):
+    """The default group is every run of a difficulty (R and C × 2 clips × 2 seeds: one program); one by one gives its numbers."""
+    spec, batched_dir = uninterrupted
+    level = SweepSpec(**{**TINY, "levels": (2,)})
+    assert len(spec.groups()) == 2 and [len(g) for g in spec.groups()] == [8, 8]
+    out = tmp_path / "one-by-one"
+    run_sweep(level, out, batched=False, progress=False, say=quiet)
+    a, b = numbers(batched_dir, level), numbers(out, level)
+    assert len(a) == 8
+    assert_same_numbers(a, b)
     summary = json.loads((batched_dir / spec.grid()[0].path / "summary.json").read_text())
-    assert summary["batch_runs"] == 4
+    assert summary["batch_runs"] == 8
+
+
+def test_every_method_in_one_program_equals_one_by_one_and_method_groups(tmp_path):
+    """R, M, C and S of one difficulty as one vmapped program, after 2 epochs: the numbers of one-by-one runs
+    and of one program per method, to rtol 1e-4."""
+    spec = SweepSpec(**{**TINY, "levels": (2,), "methods": ("R", "M", "C", "S"), "clips": ("none", "value"), "seeds": (42,)})
+    assert [len(g) for g in spec.groups()] == [8] and [len(g) for g in spec.groups("method")] == [2, 2, 2, 2]
+    runs = {}
+    for name, options in (("level", {}), ("method", {"group_by": "method"}), ("one-by-one", {"batched": False})):
+        run_sweep(spec, tmp_path / name, progress=False, say=quiet, **options)
+        runs[name] = numbers(tmp_path / name, spec)
+    assert_same_numbers(runs["level"], runs["one-by-one"])
+    assert_same_numbers(runs["method"], runs["one-by-one"])
+    first = {path.split("/")[-1].split("-")[0]: rows[0] for path, rows in runs["level"].items()}
+    assert len({round(first[m]["update_sq_norm"], 7) for m in "RMS"}) == 3, first  # different flows, not one repeated
+    assert first["C"]["cosine_mr"] is not None and all(first[m]["cosine_mr"] is None for m in "RMS")
+    with pytest.raises(ValueError, match="unknown grouping 'seed'; choose one of level, method"):
+        spec.groups("seed")
 
 
 def test_table_equals_the_run_metrics(uninterrupted):
@@ -204,7 +228,7 @@ def test_runs_without_parameters_count_as_finished(uninterrupted, tmp_path, caps
 
 def test_presets_and_bad_settings():
     quick = SweepSpec.from_preset("cartpole")
-    assert len(quick.grid()) == 4 * 4 * 3 * 2 and len(quick.groups()) == 16
+    assert len(quick.grid()) == 4 * 4 * 3 * 2 and len(quick.groups()) == 4 and len(quick.groups("method")) == 16
     assert SweepSpec.from_preset("quantum", "paper", seeds=5).seeds == (42, 43, 44, 45, 46)
     assert SweepSpec.from_preset("repulsion", "paper").epochs == 1000
     repulsion = SweepSpec.from_preset("repulsion")

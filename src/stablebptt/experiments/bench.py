@@ -109,6 +109,7 @@ def run_bench(
     n_train: int = 256,
     batch_size: int = 8,
     task_options: dict[str, dict] | None = None,
+    runs: int = 1,
     peak: dict | None = None,
     say: Callable[[str], None] | None = None,
 ) -> list[dict]:
@@ -120,33 +121,27 @@ def run_bench(
         dtype: ``"float32"`` or ``"float64"`` (needs 64-bit JAX enabled).
         n_train, batch_size: training states and samples per update (the paper: 256, 8).
         task_options: per task, overrides of its configuration (e.g. ``{"cartpole": {"n_steps": 10}}``).
+        runs: how many runs train together as one ``vmap``ped program, as in a
+            sweep group (1: a single run). Seconds are per epoch of all of
+            them; updates/s and GFLOP/s count every run's work.
         peak: a :func:`matmul_peak` result to compare with; measured here if None.
         say: called with a line of progress after each pair.
 
     Returns:
-        Rows with ``task, difficulty, n_steps, method, updates_per_epoch,
+        Rows with ``task, difficulty, n_steps, method, runs, updates_per_epoch,
         seconds_per_epoch`` [s], ``updates_per_second``, ``compile_seconds``
         [s], ``flops_per_epoch`` [FLOP], ``gflops_per_second``,
         ``peak_gflops_per_second``, ``peak_fraction`` and the ``device``,
         ``dtype``, ``jax_version``, ``n_train``, ``batch_size``, ``epochs`` and
         ``peak_size`` of the measurement.
     """
-    if isinstance(epochs, bool) or not isinstance(epochs, int) or epochs < 1:
-        raise ValueError(f"epochs={epochs!r}; expected a positive integer")
+    for name, value in (("epochs", epochs), ("runs", runs)):
+        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+            raise ValueError(f"{name}={value!r}; expected a positive integer")
     tasks, methods = parse_names(tasks, "task"), parse_names(methods, "method")
     task_options = task_options or {}
-    configs = [
-        RunConfig(
-            task=t,
-            task_options=task_options.get(t, {}),
-            method=m,
-            dtype=dtype,
-            n_train=n_train,
-            batch_size=batch_size,
-        ).resolved()
-        for t in tasks
-        for m in methods
-    ]
+    settings = dict(dtype=dtype, n_train=n_train, batch_size=batch_size)
+    configs = [RunConfig.from_options(settings, task=t, task_options=task_options.get(t, {}), method=m) for t in tasks for m in methods]
     # a float64 run without 64-bit JAX fails here, before any work
     configs[0].jnp_dtype()
     peak = peak or matmul_peak(dtype)
@@ -159,13 +154,17 @@ def run_bench(
         params, _ = trainable(setup.policy)
         opt_state = optimizer.init(params)
         batches = split_batches(setup.train_x, config.batch_size)
+        epoch_fn = fns.train_epoch
+        if runs > 1:  # copies of the run, as one vmapped program (identical copies are computed like any others)
+            params, opt_state, batches = jax.tree.map(lambda a: jnp.stack([a] * runs), (params, opt_state, batches))
+            epoch_fn = jax.vmap(fns.train_epoch)
         start = time.perf_counter()
-        compiled = jax.jit(fns.train_epoch).lower(params, opt_state, batches).compile()
+        compiled = jax.jit(epoch_fn).lower(params, opt_state, batches).compile()
         compile_seconds = time.perf_counter() - start
         seconds = statistics.median(
             _time_epochs(compiled, params, opt_state, batches, epochs)
         )
-        flops = program_flops(fns.train_epoch, params, opt_state, batches)
+        flops = program_flops(epoch_fn, params, opt_state, batches)
         updates = config.n_train // config.batch_size
         knob = DIFFICULTY[config.task]
         row = {
@@ -173,9 +172,10 @@ def run_bench(
             "difficulty": f"{knob}={config.task_options[knob]}",
             "n_steps": config.task_options["n_steps"],
             "method": config.method,
+            "runs": runs,
             "updates_per_epoch": updates,
             "seconds_per_epoch": seconds,
-            "updates_per_second": updates / seconds,
+            "updates_per_second": runs * updates / seconds,
             "compile_seconds": compile_seconds,
             "flops_per_epoch": flops,
             "gflops_per_second": flops / seconds / 1e9,
@@ -217,14 +217,15 @@ def format_bench_table(rows: Sequence[dict]) -> str:
         f"device: {first['device']}; dtype {first['dtype']}; JAX {first['jax_version']}  ",
         f"matmul peak: {_num(first['peak_gflops_per_second'])} GFLOP/s ({size}×{size} {first['dtype']} matrix product)  ",
         f"settings: {first['n_train']} training states, mini-batches of {first['batch_size']}, "
-        + f"{first['updates_per_epoch']} updates per epoch; median of {epochs} after one warm-up epoch",
+        + f"{first['updates_per_epoch']} updates per epoch and run; median of {epochs} after one warm-up epoch; "
+        + "runs: trained together as one vmapped program",
         "",
-        "| task | difficulty | steps | method | s/epoch | updates/s | GFLOP/epoch | GFLOP/s | % of peak |",
-        "|---|---|---:|---|---:|---:|---:|---:|---:|",
+        "| task | difficulty | steps | method | runs | s/epoch | updates/s | GFLOP/epoch | GFLOP/s | % of peak |",
+        "|---|---|---:|---|---:|---:|---:|---:|---:|---:|",
     ]
     for r in rows:
         lines.append(
-            f"| {r['task']} | {r['difficulty']} | {r['n_steps']} | {r['method']} | {_num(r['seconds_per_epoch'])} "
+            f"| {r['task']} | {r['difficulty']} | {r['n_steps']} | {r['method']} | {r['runs']} | {_num(r['seconds_per_epoch'])} "
             f"| {_num(r['updates_per_second'])} | {_num(r['flops_per_epoch'] / 1e9)} | {_num(r['gflops_per_second'])} "
             f"| {_num(100 * r['peak_fraction'])} |"
         )

@@ -79,11 +79,8 @@ class PeerSpec:
         return self.epochs * self.n_train * self.n_steps
 
     def run_config(self, method: str, seed: int) -> RunConfig:
-        return RunConfig(
-            task="brax", task_options={"env": self.env, "n_steps": self.n_steps}, method=method, clip="none",
-            epochs=self.epochs, seed=seed, learning_rate=self.learning_rate, batch_size=self.batch_size,
-            n_train=self.n_train, n_test=self.n_test,
-        ).resolved()  # fmt: skip
+        settings = dataclasses.asdict(self)
+        return RunConfig.from_options(settings, task="brax", task_options={"env": self.env, "n_steps": self.n_steps}, method=method, clip="none", seed=seed)
 
     def apg_horizon(self, variant: str) -> int:
         return self.apg_default_horizon if variant == "APG-default" else self.n_steps

@@ -5,7 +5,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import math
-from typing import Any
+from typing import Any, Mapping
 
 import jax
 
@@ -80,6 +80,20 @@ class RunConfig:
         task = task_config(self.task, **self.task_options)
         remat = segment_length(task.n_steps, self.remat) or 0
         return dataclasses.replace(self, task_options=dataclasses.asdict(task), remat=remat)
+
+    @classmethod
+    def from_options(cls, options: Mapping[str, Any] | None = None, **fields: Any) -> "RunConfig":
+        """The one way to build a run's configuration from options, resolved (:meth:`resolved`).
+
+        ``options``: any mapping of settings (parsed command-line options, a
+        sweep's settings); its keys that name a field and are not None are
+        taken, other keys are ignored. ``fields`` are set on top. Fields
+        given nowhere keep their defaults.
+        """
+        known = {f.name for f in dataclasses.fields(cls)}
+        chosen = {k: v for k, v in dict(options or {}).items() if k in known and v is not None}
+        chosen.update(fields)
+        return cls(**chosen).resolved()
 
     def replace(self, **changes: Any) -> "RunConfig":
         return dataclasses.replace(self, **changes)

@@ -22,7 +22,8 @@ from typing import Any, Callable, Iterator, Sequence
 from ..atomic import atomic_write_bytes
 from ..precision import set_float64
 from . import rundir
-from .sweep import GroupsFailedError, Run, group_name, train_group
+from .groups import GroupsFailedError, train_group
+from .spec import Run, group_name
 
 __all__ = ["RayBackend", "RayNotInstalledError", "import_ray"]
 

@@ -10,7 +10,8 @@ import numpy as np
 from .. import plots
 from ..atomic import atomic_write_text
 from . import rundir
-from .sweep import EXPERIMENTS, SweepSpec
+from .presets import EXPERIMENTS
+from .spec import SweepSpec
 
 __all__ = [
     "TABLE_COLUMNS",
