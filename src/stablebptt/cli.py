@@ -186,7 +186,7 @@ def build_parser() -> argparse.ArgumentParser:
     reproduce.add_argument("--methods", type=_names("method"), metavar="LIST", default=None, help="comma-separated methods (default R,M,C,S)")
     reproduce.add_argument("--clips", type=_clips, metavar="LIST", default=None, help="comma-separated clip modes (default none,value,norm)")
     reproduce.add_argument("--one-by-one", action="store_true", help="train runs one after another instead of batched (for timing)")
-    reproduce.add_argument("--group-by", choices=("level", "method"), default=None, help="runs trained as one program: every run of a difficulty (level, the default) or of a difficulty and method")
+    reproduce.add_argument("--group-by", choices=("level", "method"), default=None, help="runs trained as one program: those of a difficulty and method (method, the default: measured faster) or every run of a difficulty (level)")
     reproduce.add_argument("--x64", action="store_true", help="compute in float64")
     _add_remat_option(reproduce)
     _add_checkpoint_option(reproduce)
@@ -301,7 +301,7 @@ def _reproduce(args) -> int:
     )
     start = time.perf_counter()
     try:
-        sweep.run_sweep(spec, args.out, batched=not args.one_by_one, progress=not args.quiet, backend=backend, group_by=args.group_by or "level")
+        sweep.run_sweep(spec, args.out, batched=not args.one_by_one, progress=not args.quiet, backend=backend, group_by=args.group_by or "method")
     except sweep.GroupsFailedError as err:
         print(f"stablebptt: error: {err}", file=sys.stderr)
         return 1  # neither bad input nor a diverged run: the cluster failed

@@ -59,9 +59,9 @@ def test_interrupted_sweep_resumes_without_repeating_or_losing_runs(uninterrupte
     original = groups_module.train_batched
     calls = []
 
-    def interrupt_second_group(*args, on_epoch, **kwargs):
+    def interrupt_third_group(*args, on_epoch, **kwargs):
         calls.append(1)
-        if len(calls) < 2:
+        if len(calls) < 3:
             return original(*args, on_epoch=on_epoch, **kwargs)
 
         def stop(rows):
@@ -70,15 +70,15 @@ def test_interrupted_sweep_resumes_without_repeating_or_losing_runs(uninterrupte
 
         return original(*args, on_epoch=stop, **kwargs)
 
-    monkeypatch.setattr(groups_module, "train_batched", interrupt_second_group)
+    monkeypatch.setattr(groups_module, "train_batched", interrupt_third_group)
     with pytest.raises(KeyboardInterrupt):
         run_sweep(spec, out, progress=False, say=quiet)
     monkeypatch.setattr(groups_module, "train_batched", original)
 
     before = {run.path for run in finished_runs(spec, out)}
-    assert len(before) == 8  # the first difficulty's group, whole
+    assert len(before) == 8  # two whole groups
     partial = [p for p in (out / "runs").rglob(".*.partial")]
-    assert len(partial) == 8 and not any((p / "summary.json").exists() for p in partial)
+    assert len(partial) == 4 and not any((p / "summary.json").exists() for p in partial)
 
     again = run_sweep(spec, out, progress=False, say=quiet)
     assert {run.path for run in again}.isdisjoint(before)  # no finished run is trained again
@@ -103,27 +103,27 @@ def assert_same_numbers(a: dict, b: dict) -> None:
                     np.testing.assert_allclose(row_a[key], row_b[key], rtol=1e-4, err_msg=f"{path} {key}")
 
 
-def test_a_difficulty_group_equals_one_by_one(uninterrupted, tmp_path):
-    """The default group is every run of a difficulty (R and C × 2 clips × 2 seeds: one program); one by one gives its numbers."""
+def test_batched_equals_one_by_one(uninterrupted, tmp_path):
+    """The default group is the runs of one difficulty and method (2 clips × 2 seeds: one program); one by one gives its numbers."""
     spec, batched_dir = uninterrupted
-    level = SweepSpec(**{**TINY, "levels": (2,)})
-    assert len(spec.groups()) == 2 and [len(g) for g in spec.groups()] == [8, 8]
+    assert [len(g) for g in spec.groups()] == [4, 4, 4, 4]
+    group = SweepSpec(**{**TINY, "levels": (2,), "methods": ("C",)})
     out = tmp_path / "one-by-one"
-    run_sweep(level, out, batched=False, progress=False, say=quiet)
-    a, b = numbers(batched_dir, level), numbers(out, level)
-    assert len(a) == 8
+    run_sweep(group, out, batched=False, progress=False, say=quiet)
+    a, b = numbers(batched_dir, group), numbers(out, group)
+    assert len(a) == 4
     assert_same_numbers(a, b)
     summary = json.loads((batched_dir / spec.grid()[0].path / "summary.json").read_text())
-    assert summary["batch_runs"] == 8
+    assert summary["batch_runs"] == 4
 
 
 def test_every_method_in_one_program_equals_one_by_one_and_method_groups(tmp_path):
     """R, M, C and S of one difficulty as one vmapped program, after 2 epochs: the numbers of one-by-one runs
     and of one program per method, to rtol 1e-4."""
     spec = SweepSpec(**{**TINY, "levels": (2,), "methods": ("R", "M", "C", "S"), "clips": ("none", "value"), "seeds": (42,)})
-    assert [len(g) for g in spec.groups()] == [8] and [len(g) for g in spec.groups("method")] == [2, 2, 2, 2]
+    assert [len(g) for g in spec.groups("level")] == [8] and [len(g) for g in spec.groups()] == [2, 2, 2, 2]
     runs = {}
-    for name, options in (("level", {}), ("method", {"group_by": "method"}), ("one-by-one", {"batched": False})):
+    for name, options in (("level", {"group_by": "level"}), ("method", {}), ("one-by-one", {"batched": False})):
         run_sweep(spec, tmp_path / name, progress=False, say=quiet, **options)
         runs[name] = numbers(tmp_path / name, spec)
     assert_same_numbers(runs["level"], runs["one-by-one"])
@@ -228,7 +228,7 @@ def test_runs_without_parameters_count_as_finished(uninterrupted, tmp_path, caps
 
 def test_presets_and_bad_settings():
     quick = SweepSpec.from_preset("cartpole")
-    assert len(quick.grid()) == 4 * 4 * 3 * 2 and len(quick.groups()) == 4 and len(quick.groups("method")) == 16
+    assert len(quick.grid()) == 4 * 4 * 3 * 2 and len(quick.groups()) == 16 and len(quick.groups("level")) == 4
     assert SweepSpec.from_preset("quantum", "paper", seeds=5).seeds == (42, 43, 44, 45, 46)
     assert SweepSpec.from_preset("repulsion", "paper").epochs == 1000
     repulsion = SweepSpec.from_preset("repulsion")

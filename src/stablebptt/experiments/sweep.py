@@ -1,8 +1,10 @@
 """Sweeps: the paper's experiment grids, batched, resumable, written run by run.
 
-A sweep runs difficulty × method × clipping × seeds. By default every run of
-one difficulty trains in one compiled program (the runs' flows, clip modes
-and seeds are data of one ``vmap``; :func:`stablebptt.training.train_batched`);
+A sweep runs difficulty × method × clipping × seeds. Runs of one difficulty
+and method train in one compiled program (their clip modes and seeds are
+data of one ``vmap``; :func:`stablebptt.training.train_batched`), or with
+``group_by="level"`` every run of a difficulty, the methods' flows stacked
+as data too;
 a *group* is either finished completely or continued from its runs'
 common checkpoint, so a restarted sweep gives the same numbers as an
 uninterrupted one. Every run is an ordinary run directory (``stablebptt
@@ -66,13 +68,13 @@ def run_sweep(
     progress: bool = True,
     say: Callable[[str], None] = print,
     backend: Backend | str = "local",
-    group_by: str = "level",
+    group_by: str = "method",
 ) -> list[Run]:
     """Train every unfinished run of ``spec`` into ``out``; returns the runs trained now.
 
-    ``group_by``: ``"level"`` (default) trains every run of one difficulty as
-    one program; ``"method"`` one program per difficulty and method (the
-    numbers agree to float rounding). ``batched=False`` trains the same runs
+    ``group_by``: ``"method"`` (default) trains one program per difficulty
+    and method; ``"level"`` every run of one difficulty as one program (the
+    numbers agree to float rounding; see :mod:`~.spec` for which is faster). ``batched=False`` trains the same runs
     one after another with :func:`stablebptt.experiments.train_run` (for
     comparison). ``backend``
     (a :class:`Backend` or its name, ``"local"`` or ``"ray"``) says where the
