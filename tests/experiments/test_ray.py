@@ -112,7 +112,7 @@ def connected(head):
 def reproduce(env: dict, out: Path, *options: str) -> subprocess.CompletedProcess:
     """``stablebptt reproduce cartpole --out OUT --x64 --quiet --group-by method OPTIONS`` on SPEC, in a new process."""
     argv = [sys.executable, "-c", CLI_WITH_SPEC, json.dumps(SPEC.to_dict()), "reproduce", "cartpole", "--out", str(out), "--x64", "--quiet", "--group-by", "method", *options]
-    return subprocess.run(argv, capture_output=True, text=True, env=env, timeout=300)
+    return subprocess.run(argv, capture_output=True, text=True, env=env, timeout=900)
 
 
 @pytest.fixture(scope="module")
