@@ -31,7 +31,6 @@ import time
 import jax
 import jax.numpy as jnp
 
-import stablebptt as sb
 from stablebptt.experiments.bench import matmul_peak
 from stablebptt.experiments.config import RunConfig
 from stablebptt.experiments.single import build
