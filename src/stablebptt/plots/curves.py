@@ -30,10 +30,11 @@ def moving_average(y: Sequence[float], window: int) -> np.ndarray:
     y = np.asarray(y, dtype=np.float64)
     if window < 1:
         raise ValueError(f"window={window}; expected a positive integer")
-    c = np.cumsum(np.insert(y, 0, 0.0))
-    idx = np.arange(1, len(y) + 1)
-    lo = np.maximum(idx - window, 0)
-    return (c[idx] - c[lo]) / (idx - lo)
+    if not len(y):
+        return y
+    # each window summed on its own: a running cumulative sum would lose small values after a huge one
+    windows = np.lib.stride_tricks.sliding_window_view(np.concatenate([np.zeros(window - 1), y]), window)
+    return windows.sum(axis=1) / np.minimum(np.arange(1, len(y) + 1), window)
 
 
 def _finite_positive(y) -> bool:
