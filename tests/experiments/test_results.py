@@ -16,8 +16,9 @@ FOLDERS = sorted(p.parent for p in [*RESULTS.glob("*/sweep.json"), *RESULTS.glob
 
 
 def test_there_are_committed_results():
-    assert {p.name for p in FOLDERS} >= {"cartpole", "repulsion", "inverted_double_pendulum"}
-    for name, runs in (("cartpole", 48), ("repulsion", 48)):  # the complete grids (4 levels × 4 methods × 3 seeds)
+    assert {p.name for p in FOLDERS} >= {"cartpole", "repulsion", "quantum", "inverted_double_pendulum", "reacher"}
+    # the complete grids: 4 levels × 4 methods × 3 seeds; quantum 3 targets × 4 methods × 1 seed
+    for name, runs in (("cartpole", 48), ("repulsion", 48), ("quantum", 12)):
         assert len(list((RESULTS / name).rglob("summary.json"))) == runs
 
 
