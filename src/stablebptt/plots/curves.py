@@ -32,9 +32,8 @@ def moving_average(y: Sequence[float], window: int) -> np.ndarray:
         raise ValueError(f"window={window}; expected a positive integer")
     if not len(y):
         return y
-    # each window summed on its own: a running cumulative sum would lose small values after a huge one
-    windows = np.lib.stride_tricks.sliding_window_view(np.concatenate([np.zeros(window - 1), y]), window)
-    return windows.sum(axis=1) / np.minimum(np.arange(1, len(y) + 1), window)
+    # each window summed on its own (not a running cumulative sum, which loses small values after a huge one)
+    return np.convolve(y, np.ones(window))[: len(y)] / np.minimum(np.arange(1, len(y) + 1), window)
 
 
 def _finite_positive(y) -> bool:
