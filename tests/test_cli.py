@@ -323,7 +323,8 @@ def test_reproduce_refuses_a_folder_with_another_sweep(capsys, tmp_path):
 
 
 def test_reproduce_a_sub_grid(capsys, tmp_path):
-    """--levels/--methods/--clips: the table holds exactly what ran; a resume with other filters is refused."""
+    """--levels/--methods/--clips: the table holds exactly what ran; a grid the folder holds already trains
+    nothing, a new grid of the same protocol joins it, and a grid of another protocol is refused."""
     out = tmp_path / "sub"
     argv = ["reproduce", "cartpole", "--out", out, "--epochs", "1", "--seeds", "1", "--quiet"]
     code, printed, _ = run(capsys, *argv, "--levels", "1", "--methods", "C,R", "--clips", "none")
@@ -335,10 +336,18 @@ def test_reproduce_a_sub_grid(capsys, tmp_path):
     assert not (out / "runs" / "poles2").exists()
     tree = lambda: {str(p.relative_to(out)): p.read_bytes() for p in out.rglob("*") if p.is_file()}  # noqa: E731
     before = tree()
-    code, _, err = run(capsys, *argv, "--levels", "1", "--methods", "C", "--clips", "none")
+    code, printed, _ = run(capsys, *argv, "--levels", "1", "--methods", "C", "--clips", "none")
+    assert code == 0 and "1 of 1 runs finished, 0 to train" in printed and tree() == before
+    code, printed, _ = run(capsys, *argv, "--levels", "1", "--methods", "R", "--clips", "norm")
+    final = printed.split("Best test loss")[0]
+    assert code == 0 and "| clip none | clip norm |" in final
+    c_row, r_row = (next(line for line in final.splitlines() if line.startswith(f"| poles: 1 | {m} |")) for m in "CR")
+    assert c_row.endswith("| not run |") and "not run" not in r_row and r_row.count("|") == 5  # the new cell, and C's old one
+    assert sorted(p.name for p in (out / "runs" / "poles1").iterdir()) == ["C-none-seed42", "R-none-seed42", "R-norm-seed42"]
+    assert all(tree()[k] == v for k, v in before.items() if k.startswith("runs/"))
+    code, _, err = run(capsys, "reproduce", "cartpole", "--out", out, "--epochs", "2", "--seeds", "1", "--quiet", "--levels", "1")
     line = one_line_error(err)
-    assert code == 2 and "holds a sweep with different settings: methods (['C', 'R'] vs ['C'])" in line
-    assert tree() == before
+    assert code == 2 and "holds a sweep with different settings: epochs (1 vs 2)" in line
 
 
 def test_version(capsys):

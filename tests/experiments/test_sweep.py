@@ -273,3 +273,52 @@ def test_a_sweep_killed_with_sigkill_continues(uninterrupted, tmp_path):
     assert {run.path for run in again}.isdisjoint(finished)
     assert len(again) + len(finished) == 16
     assert numbers(out, spec) == numbers(reference_dir, spec)
+
+
+def test_a_new_grid_of_the_same_protocol_joins_the_folder(uninterrupted, tmp_path):
+    """--clips value on a folder of clips none,norm: only the new runs train, the table gains the column,
+    every old run and its numbers stay; a run of the new grid equals its one-by-one run; another protocol is refused."""
+    import shutil
+
+    spec, out = uninterrupted
+    folder = tmp_path / "grown"
+    shutil.copytree(out, folder)
+    before = {p: p.read_bytes() for p in (folder / "runs").rglob("*") if p.is_file()}
+    more = SweepSpec(**{**TINY, "levels": (2,), "clips": ("value",), "seeds": (42,)})
+    trained = run_sweep(more, folder, progress=False, say=quiet)
+    assert sorted(r.path for r in trained) == ["runs/poles2/C-value-seed42", "runs/poles2/R-value-seed42"]
+    assert all(p.read_bytes() == data for p, data in before.items())  # nothing already there was touched
+    held = json.loads((folder / "sweep.json").read_text())
+    assert held["clips"] == ["none", "norm", "value"] and len(held["grids"]) == 2
+    union = SweepSpec.from_dict(held)
+    assert len(union.grid()) == 16 + 2 and union.seeds_of(1, "R", "value") == () and union.seeds_of(2, "R", "value") == (42,)
+    rows = report.write_report(union, folder)
+    cells = {(r["level"], r["method"], r["clip"]): r for r in rows}
+    assert (1, "R", "value") not in cells and cells[(2, "R", "value")]["seeds"] == 1
+    old = {(r["level"], r["method"], r["clip"]): r for r in report.summary_table(spec, out)}
+    assert all(cells[k] == old[k] for k in old)  # the old cells keep their numbers
+    md = (folder / "table.md").read_text()
+    assert "| clip none | clip norm | clip value |" in md and "not run" in md and "(1 seed)" in md
+    one = tmp_path / "one-by-one"
+    run_sweep(more, one, batched=False, progress=False, say=quiet)
+    assert_same_numbers(numbers(folder, more), numbers(one, more))
+    assert run_sweep(SweepSpec(**{**TINY, "clips": ("value", "none", "norm")}), folder, progress=False, say=quiet)  # the rest of poles 1
+    assert "grids" not in json.loads((folder / "sweep.json").read_text())  # the grids now fill the product
+    with pytest.raises(RunDirError, match=r"holds a sweep with different settings: n_train \(16 vs 24\)"):
+        run_sweep(SweepSpec(**{**TINY, "n_train": 24}), folder, progress=False, say=quiet)
+
+
+def test_merged_sweeps():
+    a = SweepSpec(**{**TINY, "clips": ("none",)})
+    b = SweepSpec(**{**TINY, "levels": (2,), "methods": ("C", "S"), "clips": ("value", "norm"), "seeds": (44,)})
+    ab = a.merge(b)
+    assert ab.levels == (1, 2) and ab.methods == ("R", "C", "S") and ab.clips == ("none", "value", "norm") and ab.seeds == (42, 43, 44)
+    assert len(ab.grid()) == len(a.grid()) + len(b.grid()) == 8 + 4
+    assert {r.path for r in ab.grid()} == {r.path for r in a.grid()} | {r.path for r in b.grid()}
+    assert ab.merge(a) == ab and a.merge(a) == a  # what is held already adds nothing
+    assert SweepSpec.from_dict(ab.to_dict()) == ab
+    assert a.merge(SweepSpec(**{**TINY, "clips": ("norm", "none")})).grids == ()  # a grid holding another replaces it
+    with pytest.raises(ValueError, match="different protocols"):
+        a.merge(SweepSpec(**{**TINY, "epochs": 3}))
+    with pytest.raises(ValueError, match="a sub-grid's seeds \\[7\\] are not all among the sweep's"):
+        SweepSpec(**{**TINY, "grids": ({"levels": [1], "methods": ["R"], "clips": ["none"], "seeds": [7]},)})

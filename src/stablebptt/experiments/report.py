@@ -57,6 +57,8 @@ def summary_table(spec: SweepSpec, out: Path) -> list[dict]:
     for level in spec.levels:
         for method in spec.methods:
             for clip in spec.clips:
+                if not spec.holds(level, method, clip):
+                    continue
                 runs = histories.get((level, method, clip), [])
                 kept = [r["history"] for r in runs if r["status"] == "finished"]
                 finals = [h[-1]["test_loss"] for h in kept]
@@ -81,11 +83,16 @@ def table_csv(rows: list[dict]) -> str:
     return rundir.csv_text(TABLE_COLUMNS, rows)
 
 
-def _cell(row: dict, which: str = "final") -> str:
+def _cell(row: dict | None, which: str = "final", seeds: int | None = None) -> str:
+    """``"0.033 ± 0.02"``; ``(1 seed)`` added where the cell has another number of seeds than ``seeds``."""
+    if row is None:
+        return "not run"
     if row["seeds"] == 0:
         return "—"
     mean, std = row[f"{which}_test_loss_mean"], row[f"{which}_test_loss_std"]
-    text = "—" if math.isnan(mean) else f"{mean:.3g} ± {std:.2g}"
+    text = "—" if math.isnan(mean) else (f"{mean:.3g}" if row["seeds"] == 1 else f"{mean:.3g} ± {std:.2g}")
+    if seeds is not None and row["seeds"] != seeds:
+        text += f" ({row['seeds']} seed{'s' if row['seeds'] != 1 else ''})"
     if row["diverged"]:
         text += f" ({row['diverged']}/{row['seeds']} diverged)"
     return text
@@ -95,19 +102,23 @@ def table_markdown(spec: SweepSpec, rows: list[dict]) -> str:
     """Final and best test loss, mean ± std over seeds: a row per difficulty × method, a column per clip mode."""
     exp = EXPERIMENTS[spec.experiment]
     index = {(r["level"], r["method"], r["clip"]): r for r in rows}
+    n = len(spec.seeds)
     lines = []
     for which, title in (("final", f"Final test loss after {spec.epochs} epochs"), ("best", "Best test loss over the epochs")):
         if lines:
             lines.append("")
+        over = f"{n} seed(s)" if not spec.grids else f"{n} seeds where the cell names no other number"
         lines += [
-            f"{title}, mean ± std over {len(spec.seeds)} seed(s) ({spec.experiment}, preset {spec.preset})",
+            f"{title}, mean ± std over {over} ({spec.experiment}, preset {spec.preset})",
             "",
             "| difficulty | method | " + " | ".join(f"clip {c}" for c in spec.clips) + " |",
             "|---|---|" + "---|" * len(spec.clips),
         ]
         for level in spec.levels:
             for method in spec.methods:
-                cells = [_cell(index[(level, method, c)], which) for c in spec.clips]
+                if not any(spec.holds(level, method, c) for c in spec.clips):
+                    continue
+                cells = [_cell(index.get((level, method, c)), which, n if spec.grids else None) for c in spec.clips]
                 lines.append(f"| {exp.level_name(level)} | {method} | " + " | ".join(cells) + " |")
     return "\n".join(lines) + "\n"
 

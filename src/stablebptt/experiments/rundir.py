@@ -195,8 +195,11 @@ def _flat(settings: dict, prefix: str = "") -> dict:
     return flat
 
 
-def refuse_other_settings(out: Path, marker: str, what: str, settings: dict, *, overwrite: bool | None = None) -> None:
-    """Raise :class:`RunDirError` unless ``out`` is free or its ``marker`` JSON holds exactly ``settings``.
+def refuse_other_settings(
+    out: Path, marker: str, what: str, settings: dict, *, overwrite: bool | None = None, ignore: Iterable[str] = ()
+) -> None:
+    """Raise :class:`RunDirError` unless ``out`` is free or its ``marker`` JSON holds exactly ``settings``
+    (the top-level keys in ``ignore`` aside).
 
     The one "is this folder mine?" check of sweeps, comparisons and the Brax
     comparison. The error names the first settings that differ
@@ -213,7 +216,8 @@ def refuse_other_settings(out: Path, marker: str, what: str, settings: dict, *, 
         raise RunDirError(f"{out / marker} is not a valid {what} description ({err}); choose another --out") from None
     if not isinstance(old, dict):
         raise RunDirError(f"{out / marker} is not a valid {what} description; choose another --out")
-    old, new = _flat(old), _flat(settings)
+    ignore = set(ignore)
+    old, new = (_flat({k: v for k, v in d.items() if k not in ignore}) for d in (old, settings))
     diffs = [f"{k} ({old.get(k)!r} vs {new.get(k)!r})" for k in sorted(set(old) | set(new)) if old.get(k) != new.get(k)]
     if diffs and not overwrite:
         fix = "pass --overwrite to replace it" if overwrite is not None else "run the same command as before to continue it"

@@ -13,20 +13,24 @@ the work, and batching 4× more runs gains too little on a CPU to pay for it.
 from __future__ import annotations
 
 import dataclasses
+import itertools
 import json
 from pathlib import Path
 from typing import Any, NamedTuple
 
+from ..atomic import atomic_write_text
 from ..flows import flow_from_name
 from ..optim import CLIP_MODES
 from . import rundir
 from .config import RunConfig
 from .presets import EXPERIMENTS, PRESETS
 
-__all__ = ["SWEEP_CONFIG", "GROUPINGS", "Run", "SweepSpec", "finished_runs", "group_name"]
+__all__ = ["SWEEP_CONFIG", "GROUPINGS", "GRID_AXES", "Run", "SweepSpec", "finished_runs", "group_name", "read_sweep", "claim_folder"]
 
 SWEEP_CONFIG = "sweep.json"
 GROUPINGS = ("level", "method")
+GRID_AXES = ("levels", "methods", "clips", "seeds")
+"""The settings that say which runs a sweep holds; every other setting is its protocol."""
 
 
 class Run(NamedTuple):
@@ -57,6 +61,9 @@ class SweepSpec:
     adam: str = "keras"
     dtype: str = "float32"
     remat: bool | int = 0
+    grids: tuple[dict, ...] = ()
+    """Sub-grids (dicts of :data:`GRID_AXES`) when the sweep holds several commands' grids
+    (:meth:`merge`); empty: the whole product of ``levels × methods × clips × seeds``."""
 
     def __post_init__(self):
         if self.experiment not in EXPERIMENTS:
@@ -74,6 +81,11 @@ class SweepSpec:
         object.__setattr__(self, "levels", tuple(self.levels))
         object.__setattr__(self, "methods", tuple(m.upper() for m in self.methods))
         object.__setattr__(self, "clips", tuple(self.clips))
+        object.__setattr__(self, "grids", tuple(_normal_grid(g) for g in self.grids))
+        for g in self.grids:
+            for axis in GRID_AXES:
+                if not set(g[axis]) <= set(getattr(self, axis)):
+                    raise ValueError(f"a sub-grid's {axis} {list(g[axis])} are not all among the sweep's {list(getattr(self, axis))}")
         self.grid()  # validates every run's configuration
 
     @classmethod
@@ -116,7 +128,40 @@ class SweepSpec:
             for m in self.methods
             for c in self.clips
             for s in self.seeds
+            if self.holds(level, m, c, s)
         ]
+
+    def holds(self, level: Any, method: str, clip: str, seed: int | None = None) -> bool:
+        """Whether the sweep has this run (``seed=None``: any seed of this setting)."""
+        if not self.grids:
+            return level in self.levels and method in self.methods and clip in self.clips and (seed is None or seed in self.seeds)
+        return any(
+            level in g["levels"] and method in g["methods"] and clip in g["clips"] and (seed is None or seed in g["seeds"]) for g in self.grids
+        )
+
+    def seeds_of(self, level: Any, method: str, clip: str) -> tuple[int, ...]:
+        """The seeds the sweep runs for one setting."""
+        return tuple(s for s in self.seeds if self.holds(level, method, clip, s))
+
+    def protocol(self) -> dict:
+        """Every setting but which runs the sweep holds: sweeps that share it can share a folder."""
+        return {k: v for k, v in self.to_dict().items() if k not in (*GRID_AXES, "grids")}
+
+    def merge(self, other: "SweepSpec") -> "SweepSpec":
+        """One sweep holding the runs of both (same protocol); the grid axes list both's values in order of first appearance."""
+        if self.protocol() != other.protocol():
+            raise ValueError("sweeps of different protocols cannot share a folder")
+        parts: list[dict] = []
+        for g in (*self.sub_grids(), *other.sub_grids()):
+            if not any(_contains(h, g) for h in parts):
+                parts = [h for h in parts if not _contains(g, h)] + [g]
+        axes = {axis: tuple(dict.fromkeys((*getattr(self, axis), *getattr(other, axis)))) for axis in GRID_AXES}
+        grids = () if _cells(*parts) == _cells(axes) else tuple(parts)  # parts that fill the product are the product
+        return dataclasses.replace(self, **axes, grids=grids)
+
+    def sub_grids(self) -> tuple[dict, ...]:
+        """The sweep's grids: its sub-grids, or its one whole product."""
+        return self.grids or (_normal_grid({axis: getattr(self, axis) for axis in GRID_AXES}),)
 
     def groups(self, by: str = "method") -> list[list[Run]]:
         """The runs that train as one compiled program each: those of one difficulty and method
@@ -130,7 +175,10 @@ class SweepSpec:
 
     # --- JSON --------------------------------------------------------------
     def to_dict(self) -> dict:
-        return json.loads(json.dumps(dataclasses.asdict(self)))
+        data = json.loads(json.dumps(dataclasses.asdict(self)))
+        if not self.grids:
+            del data["grids"]  # one whole product: the file a single command always wrote
+        return data
 
     @classmethod
     def from_dict(cls, data: dict) -> "SweepSpec":
@@ -138,9 +186,49 @@ class SweepSpec:
         if set(data) - known:
             raise ValueError(f"sweep settings have unknown keys {sorted(set(data) - known)}")
         data = dict(data)
-        for key in ("seeds", "levels", "methods", "clips"):
+        for key in GRID_AXES:
             data[key] = tuple(data[key])
+        data["grids"] = tuple(data.get("grids", ()))
         return cls(**data)
+
+
+def _normal_grid(grid: dict) -> dict:
+    if not isinstance(grid, dict) or set(grid) != set(GRID_AXES):
+        raise ValueError(f"a sub-grid must name exactly {', '.join(GRID_AXES)}; got {grid!r}")
+    return {axis: list(grid[axis]) for axis in GRID_AXES}
+
+
+def _cells(*grids: dict) -> set[tuple]:
+    return {cell for g in grids for cell in itertools.product(*(g[axis] for axis in GRID_AXES))}
+
+
+def _contains(big: dict, small: dict) -> bool:
+    return all(set(small[axis]) <= set(big[axis]) for axis in GRID_AXES)
+
+
+def read_sweep(out: Path) -> SweepSpec:
+    """The sweep a folder holds (its ``sweep.json``); one-line :class:`rundir.RunDirError` if it is damaged."""
+    path = Path(out) / SWEEP_CONFIG
+    try:
+        return SweepSpec.from_dict(json.loads(path.read_text(encoding="utf-8")))
+    except (json.JSONDecodeError, UnicodeDecodeError, TypeError, KeyError, ValueError) as err:
+        reason = str(err).splitlines()[0] if str(err) else type(err).__name__
+        raise rundir.RunDirError(f"{path} is not a valid sweep description ({reason}); restore it or choose another --out") from None
+
+
+def claim_folder(spec: SweepSpec, out: Path) -> SweepSpec:
+    """The sweep ``out`` holds once ``spec``'s runs join it: ``spec`` itself for a free folder,
+    else the union with what is there (same protocol), written to ``sweep.json``.
+
+    Raises :class:`rundir.RunDirError` naming the differing settings if the folder holds a
+    sweep of another protocol (e.g. other epochs), and leaves it untouched.
+    """
+    out = Path(out)
+    rundir.refuse_other_settings(out, SWEEP_CONFIG, "sweep", spec.to_dict(), ignore=(*GRID_AXES, "grids"))
+    held = read_sweep(out).merge(spec) if (out / SWEEP_CONFIG).is_file() else spec
+    out.mkdir(parents=True, exist_ok=True)
+    atomic_write_text(out / SWEEP_CONFIG, json.dumps(held.to_dict(), indent=2, sort_keys=True) + "\n")
+    return held
 
 
 def group_name(group: list[Run]) -> str:

@@ -13,7 +13,8 @@ run is never trained again.
 
 Layout of a sweep directory::
 
-    sweep.json                     the sweep's settings (a restart must match them)
+    sweep.json                     the sweep's settings: its protocol (a restart must match it) and
+                                   the grids of runs it holds (a new grid of the same protocol joins them)
     runs/<level>/<method>-<clip>-seed<k>/   one run directory each
     table.csv, table.md            final test loss, mean ± std over seeds
     figure.png                     one panel per difficulty (+ update sizes for quantum)
@@ -28,18 +29,16 @@ backend.
 from __future__ import annotations
 
 import contextlib
-import json
 from pathlib import Path
 from typing import Callable
 
 from tqdm.auto import tqdm
 
-from ..atomic import atomic_write_text
 from . import rundir
 from .backends import Backend, LocalBackend, make_backend
 from .groups import GroupsFailedError, train_group
 from .presets import EXPERIMENTS, PRESETS, Experiment, parse_levels
-from .spec import SWEEP_CONFIG, Run, SweepSpec, finished_runs, group_name
+from .spec import SWEEP_CONFIG, Run, SweepSpec, claim_folder, finished_runs, group_name, read_sweep
 
 __all__ = [
     "Experiment",
@@ -48,6 +47,7 @@ __all__ = [
     "SweepSpec",
     "Run",
     "SWEEP_CONFIG",
+    "read_sweep",
     "run_sweep",
     "finished_runs",
     "train_group",
@@ -86,9 +86,7 @@ def run_sweep(
     planned = spec.groups(group_by)
     out = Path(out)
     rundir.check_output_place(out)
-    rundir.refuse_other_settings(out, SWEEP_CONFIG, "sweep", spec.to_dict())
-    out.mkdir(parents=True, exist_ok=True)
-    atomic_write_text(out / SWEEP_CONFIG, json.dumps(spec.to_dict(), indent=2, sort_keys=True) + "\n")
+    claim_folder(spec, out)
 
     done = {run.path for run in finished_runs(spec, out)}
     todo = [[run for run in group if run.path not in done] for group in planned]
