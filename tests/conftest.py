@@ -2,7 +2,19 @@
 
 from __future__ import annotations
 
+import os
+import shutil
+import tempfile
 from pathlib import Path
+
+# One disk cache of compiled programs for the whole test run (every xdist worker and every CLI
+# subprocess inherits it): many tests build the same small programs from fresh closures, which
+# JAX's in-memory cache cannot share. Set before JAX is imported; the run's own folder, removed at its end.
+if "JAX_COMPILATION_CACHE_DIR" not in os.environ:
+    os.environ["JAX_COMPILATION_CACHE_DIR"] = tempfile.mkdtemp(prefix="stablebptt-test-jax-cache-")
+    os.environ["STABLEBPTT_TEST_OWNS_JAX_CACHE"] = str(os.getpid())
+os.environ.setdefault("JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS", "0")
+os.environ.setdefault("JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES", "-1")
 
 import jax.numpy as jnp
 import numpy as np
@@ -36,3 +48,8 @@ def dtype(request):
 def tol(dtype, float32: float, float64: float) -> float:
     """The tolerance for ``dtype``: float64 results are held to a far tighter bound."""
     return float64 if jnp.dtype(dtype) == jnp.float64 else float32
+
+
+def pytest_unconfigure(config):
+    if os.environ.get("STABLEBPTT_TEST_OWNS_JAX_CACHE") == str(os.getpid()):
+        shutil.rmtree(os.environ["JAX_COMPILATION_CACHE_DIR"], ignore_errors=True)

@@ -165,3 +165,41 @@ def test_runs_of_different_flows_train_as_one_program_with_their_single_run_numb
         assert math.isnan(run.history[0]["cosine_mr"]) == (flow.n_passes == 1)
         finals.add(round(run.history[-1]["test_loss"], 7))
     assert len(finals) == 5  # five different runs, not one repeated
+
+
+def test_losses_in_the_epoch_program_equal_the_separate_evaluation(one_pole):
+    """The losses after each epoch come from inside the epoch program (training and test set in one rollout
+    when they share a shape, vmapped over runs): bit-identical to evaluating each run and set with its own jitted call."""
+    from stablebptt.training import evaluate_losses, make_epoch_functions
+    from stablebptt.updates import trainable
+
+    task, policy, train_x, test_x = one_pole
+    for sizes in ((32, 32), (32, 16)):  # one rollout of both sets; two rollouts
+        a, b = train_x[: sizes[0]], test_x[: sizes[1]]
+        runs = sb.train_batched(
+            [policy] * 3, task.problem, [a] * 3, [b] * 3, flow=sb.C(), optimizers=[sb.make_optimizer(c) for c in ("none", "value", "norm")], epochs=2,
+        )  # fmt: skip
+        evaluate = jax.jit(make_epoch_functions(policy, task.problem, None, sb.make_optimizer("none")).evaluate)
+        for run in runs:
+            params, _ = trainable(run.policy)
+            separate = (float(evaluate(params, a)), float(evaluate(params, b)))
+            assert (run.history[-1]["train_loss"], run.history[-1]["test_loss"]) == separate
+            assert evaluate_losses(run.policy, task.problem, a, b) == separate
+        p0, _ = trainable(policy)
+        assert (runs[0].initial["train_loss"], runs[0].initial["test_loss"]) == (float(evaluate(p0, a)), float(evaluate(p0, b)))
+
+
+def test_a_group_of_the_three_clip_modes_equals_its_single_runs():
+    """A sweep group batches clip modes as optimizer state: each run of none/value/norm equals its own run.
+    (The clip rules themselves are checked against Keras in tests/test_optim.py.)"""
+    problem, policy, x = pendulum()
+    problem = sb.ControlProblem(step=problem.step, n_steps=problem.n_steps, final_loss=lambda x: 100 * jnp.mean(x**2))  # updates above 1
+    optimizers = [sb.make_optimizer(c, 1e-2) for c in ("none", "value", "norm")]
+    batched = sb.train_batched([policy] * 3, problem, [x] * 3, [x] * 3, flow=sb.C(), optimizers=optimizers, epochs=2, batch_size=4)
+    assert batched[0].history[0]["update_sq_norm"] > 1  # so that both clip modes act
+    finals = set()
+    for run, opt in zip(batched, optimizers, strict=True):
+        single = sb.train(policy, problem, x, x, flow=sb.C(), optimizer=opt, epochs=2, batch_size=4)
+        assert_same_rows(run.history, single.history, 1e-6)
+        finals.add(run.history[-1]["test_loss"])
+    assert len(finals) == 3  # the clip modes made a difference

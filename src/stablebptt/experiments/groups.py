@@ -63,6 +63,7 @@ def _train_group(runs: list[Run], out: Path, on_epoch: Callable[[int], None], ch
             compile_seconds=result.compile_seconds,
             diverged_at=result.diverged_at_epoch,
             batch_runs=len(runs),
+            seconds=result.seconds,
         )
 
 

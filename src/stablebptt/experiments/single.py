@@ -18,7 +18,7 @@ from tqdm.auto import tqdm
 from .. import plots
 from ..atomic import atomic_write_bytes, atomic_write_text
 from ..tasks import DIFFICULTY, Task
-from ..training import NonFiniteLossError, TrainState, make_epoch_functions, train
+from ..training import NonFiniteLossError, TrainState, evaluate_losses, train
 from ..updates import trainable
 from . import resume, rundir
 from .config import RunConfig
@@ -141,7 +141,9 @@ def train_run(
         raise
     finally:
         bar.close()
-    summary = writer.finish(result.history, policy=result.policy, initial=result.initial, compile_seconds=result.compile_seconds)
+    summary = writer.finish(
+        result.history, policy=result.policy, initial=result.initial, compile_seconds=result.compile_seconds, seconds=result.seconds
+    )
     return RunOutcome("finished", out, result.history, summary)
 
 
@@ -201,6 +203,7 @@ class RunWriter:
         compile_seconds: float | None,
         diverged_at: int | None = None,
         batch_runs: int = 1,
+        seconds: dict | None = None,
     ) -> dict:
         """Complete the run (``diverged_at`` marks a non-finite loss) and move it into place."""
         self.metrics.close()
@@ -220,6 +223,7 @@ class RunWriter:
             "seconds_per_epoch": (sum(r["seconds"] for r in history) / len(history)) if history else None,
             "batch_runs": batch_runs,
             "wall_seconds": time.perf_counter() - self.started,
+            "seconds_split": seconds or {},
             "jax_version": jax.__version__,
             "backend": jax.default_backend(),
         }
@@ -285,11 +289,9 @@ def load_run(run_dir: Path) -> tuple[Setup, Any, list[dict]]:
 def evaluate_run(run_dir: Path) -> dict:
     """Reload a trained controller and compute its test (and train) loss as training logged them."""
     setup, policy, history = load_run(run_dir)
-    fns = make_epoch_functions(policy, setup.task.problem, setup.config.flow(), setup.config.optimizer())
-    params, _ = trainable(policy)
-    evaluate = jax.jit(fns.evaluate)
+    train_loss, test_loss = evaluate_losses(policy, setup.task.problem, setup.train_x, setup.test_x)
     return {
-        "test_loss": float(evaluate(params, setup.test_x)),
-        "train_loss": float(evaluate(params, setup.train_x)),
+        "test_loss": test_loss,
+        "train_loss": train_loss,
         "logged_test_loss": history[-1]["test_loss"] if history else float("nan"),
     }

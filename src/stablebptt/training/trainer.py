@@ -9,9 +9,11 @@ One loop serves one run (:func:`train`) and a batch of runs
 epoch is one ``vmap``ped program. Runs may differ in initial weights, data
 (e.g. seeds), every number an optimizer from :func:`stablebptt.make_optimizer`
 keeps in its state (clip mode, learning rate, Adam's β and ε) and in their
-flows; they share the problem and the network's structure. Each run's losses
-are evaluated with the very program a later evaluation of its saved weights
-uses, so the logged losses are those of its saved weights.
+flows; they share the problem and the network's structure. The training and
+test losses after each epoch are computed inside the same compiled program
+(one rollout of both sets where they share a shape), with the evaluation a
+later evaluation of the saved weights runs, ``vmap``ped: the logged losses are
+those of the saved weights to float rounding (1e-6 relative).
 """
 
 from __future__ import annotations
@@ -36,11 +38,13 @@ from .sharding import data_mesh, replicate, shard_leading
 
 __all__ = [
     "METRIC_COLUMNS",
+    "TIME_KEYS",
     "EpochFunctions",
     "TrainResult",
     "TrainState",
     "NonFiniteLossError",
     "epoch_row",
+    "evaluate_losses",
     "row_is_finite",
     "make_epoch_functions",
     "check_data",
@@ -66,8 +70,14 @@ loss on the whole training / test set after the epoch. update_sq_norm: mean
 over the epoch's updates of the squared L2 norm of the update before clipping
 (the authors' "grad size"). cosine_mr: mean cosine similarity of the M and R
 gradients (combined flows only, else NaN). seconds: wall time of the epoch's
-updates (compiled in advance, so compilation is not counted).
+compiled program, its updates and the losses after them (compilation is not counted).
 """
+
+
+TIME_KEYS = ("compile", "epochs", "record")
+"""Where a training call's wall time goes: compiling the epoch program (and the losses before
+training); running the epochs (each one compiled program: the updates, then the training and test
+losses); handing the rows and checkpoints over (``on_epoch``, ``checkpoint``: writing, in a run folder)."""
 
 
 class NonFiniteLossError(RuntimeError):
@@ -158,6 +168,7 @@ class TrainResult:
     diverged_at_epoch: the epoch whose loss was not finite (batched training
         only; :func:`train` raises :class:`NonFiniteLossError` instead).
     n_devices: how many devices each mini-batch was split across.
+    seconds: wall time of this call by :data:`TIME_KEYS` (shared by every run of a batch).
     """
 
     policy: Any
@@ -167,6 +178,7 @@ class TrainResult:
     compile_seconds: float
     diverged_at_epoch: int | None = None
     n_devices: int = 1
+    seconds: dict = dataclasses.field(default_factory=dict)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -289,6 +301,56 @@ def _epoch_program(fns: EpochFunctions, flows: Sequence[Flow], n_steps: int, n_r
     return jax.vmap(fns.train_epoch), stack_flows(flows, n_steps)
 
 
+def _stack_sets(train_xs: Sequence[Any], test_xs: Sequence[Any]) -> Any:
+    """The runs' evaluation sets as few arrays as their shapes allow.
+
+    ``(stacked,)`` with leaves ``(runs, 2, samples, ...)`` when every run's
+    training and test sets have one shape (one rollout per run evaluates
+    both); ``(train, test)`` stacked over runs when only the runs agree;
+    else ``[(train, test), ...]`` per run.
+    """
+    like = lambda a, b: jax.tree.structure(a) == jax.tree.structure(b) and all(  # noqa: E731
+        np.shape(u) == np.shape(v) and getattr(u, "dtype", type(u)) == getattr(v, "dtype", type(v))
+        for u, v in zip(jax.tree.leaves(a), jax.tree.leaves(b), strict=True)
+    )
+    everything = [*train_xs, *test_xs]
+    if all(like(everything[0], x) for x in everything[1:]):
+        return (_stack([_stack([a, b]) for a, b in zip(train_xs, test_xs, strict=True)]),)
+    if all(like(train_xs[0], x) for x in train_xs[1:]) and all(like(test_xs[0], x) for x in test_xs[1:]):
+        return (_stack(train_xs), _stack(test_xs))
+    return [(a, b) for a, b in zip(train_xs, test_xs, strict=True)]
+
+
+def _losses_program(evaluate: Callable, n_runs: int, sets: Any) -> Callable:
+    """``losses(params, sets) -> (runs, 2)``: every run's training and test loss, for :func:`_stack_sets`'s layout.
+
+    ``evaluate(params, x)`` is the loss of a whole set; it is ``vmap``ped over
+    the two sets (one rollout of both when they share a shape) and the runs.
+    """
+    both = jax.vmap(evaluate, in_axes=(None, 0))
+    pair = lambda p, a, b: jnp.stack([evaluate(p, a), evaluate(p, b)])  # noqa: E731
+    if isinstance(sets, list):
+        return lambda params, sets: jnp.stack([pair(_run(params, i), a, b) for i, (a, b) in enumerate(sets)])
+    if n_runs == 1:
+        if len(sets) == 1:
+            return lambda params, sets: both(_run(params, 0), _run(sets[0], 0))[None]
+        return lambda params, sets: pair(_run(params, 0), _run(sets[0], 0), _run(sets[1], 0))[None]
+    if len(sets) == 1:
+        return lambda params, sets: jax.vmap(both)(params, sets[0])
+    return lambda params, sets: jax.vmap(pair)(params, *sets)
+
+
+def evaluate_losses(policy: Any, problem: ControlProblem, train_x: Any, test_x: Any) -> tuple[float, float]:
+    """The training and test loss of ``policy``, computed as training logs them after each epoch
+    (the same evaluation, both sets in one program)."""
+    params, _ = trainable(policy)
+    fns = make_epoch_functions(policy, problem, None, optax.identity())
+    sets = _stack_sets([train_x], [test_x])
+    losses = jax.jit(_losses_program(fns.evaluate, 1, sets))(_stack([params]), sets)
+    train_loss, test_loss = np.asarray(losses)[0]
+    return float(train_loss), float(test_loss)
+
+
 def _fit(
     policies: Sequence[Any],
     problem: ControlProblem,
@@ -340,30 +402,32 @@ def _fit(
     mesh = data_mesh(batch_size, devices)
     params, opt_state = replicate((_stack(params_list), _stack(opt_states)), mesh)
     batches = shard_leading(_stack([split_batches(x, batch_size) for x in train_xs]), mesh, axis=2)
-    train_xs, test_xs = shard_leading((list(train_xs), list(test_xs)), mesh)
+    sets = _stack_sets(train_xs, test_xs)
+    sets = shard_leading(sets, mesh, axis=0 if isinstance(sets, list) else 2 if len(sets) == 1 else 1)  # the sample axis
+    losses_fn = _losses_program(fns.evaluate, n, sets)
 
+    def epoch_and_losses(params, opt_state, batches, flow_arg, sets):
+        params, opt_state, stats = epoch_fn(params, opt_state, batches, flow_arg)
+        return params, opt_state, stats, losses_fn(params, sets)
+
+    spent = dict.fromkeys(TIME_KEYS, 0.0)
     t0 = time.perf_counter()
-    train_epoch = jax.jit(epoch_fn).lower(params, opt_state, batches, flow_arg).compile()
-    evaluate = jax.jit(fns.evaluate)  # the same program as a later evaluation of saved weights
-
-    def losses_of(stacked):
-        pending = [(evaluate(_run(stacked, i), train_xs[i]), evaluate(_run(stacked, i), test_xs[i])) for i in range(n)]
-        return jax.device_get(pending)  # one host sync for all runs
-
-    if starts is None:
-        initial = [{"train_loss": float(a), "test_loss": float(b)} for a, b in losses_of(params)]
+    train_epoch = jax.jit(epoch_and_losses).lower(params, opt_state, batches, flow_arg, sets).compile()
+    if starts is None:  # the losses before any update: the same evaluation, compiled on its own
+        initial = [{"train_loss": float(a), "test_loss": float(b)} for a, b in np.asarray(jax.jit(losses_fn)(params, sets))]
     else:
         initial = [dict(s.initial) for s in starts]
-    compile_seconds = time.perf_counter() - t0
+    compile_seconds = spent["compile"] = time.perf_counter() - t0
 
     histories: list[list[dict]] = [[] for _ in range(n)] if starts is None else [list(s.history) for s in starts]
     diverged: list[int | None] = [None] * n if starts is None else [s.diverged_at for s in starts]
     for epoch in range(1 if starts is None else starts[0].epoch + 1, epochs + 1):
         began = time.perf_counter()
-        params, opt_state, stats = train_epoch(params, opt_state, batches, flow_arg)
-        jax.block_until_ready(stats)
+        params, opt_state, stats, losses = train_epoch(params, opt_state, batches, flow_arg, sets)
+        stats, losses = jax.device_get((stats, losses))  # the one host sync of the epoch
         seconds = time.perf_counter() - began
-        stats, losses = jax.device_get((stats, losses_of(params)))
+        spent["epochs"] += seconds
+        began = time.perf_counter()
         rows: list[dict | None] = []
         for i in range(n):
             if diverged[i] is not None:
@@ -387,10 +451,11 @@ def _fit(
                 TrainState(epoch, _run(host_params, i), _run(host_state, i), list(histories[i]), initial[i], diverged[i])
                 for i in range(n)
             ])  # fmt: skip
+        spent["record"] += time.perf_counter() - began
 
     n_devices = 1 if mesh is None else mesh.devices.size
     return [
-        TrainResult(eqx.combine(_run(params, i), split[i][1]), _run(opt_state, i), histories[i], initial[i], compile_seconds, diverged[i], n_devices)
+        TrainResult(eqx.combine(_run(params, i), split[i][1]), _run(opt_state, i), histories[i], initial[i], compile_seconds, diverged[i], n_devices, dict(spent))
         for i in range(n)
     ]
 

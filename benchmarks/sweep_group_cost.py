@@ -1,0 +1,125 @@
+"""Where a sweep group's wall time goes: compiling, training, evaluating, writing.
+
+Trains one group of a paper-scale sweep (256/256 states, batches of 8, the
+runs of one difficulty and method batched) for a few epochs through the very
+code a sweep runs (:func:`stablebptt.experiments.train_group`), and prints the
+split that every run's ``summary.json`` records (``seconds_split``), plus the
+time spent building and finishing the run folders. The per-epoch parts are
+extrapolated to the protocol's 1000 epochs.
+
+The epoch program computes the losses after the updates; to say what that
+evaluation costs, the same group's pieces are then timed apart: the updates
+alone, the evaluation inside one compiled program (as training runs it), and
+the evaluation as the trainer ran it before (one jitted call per run and set).
+
+    python benchmarks/sweep_group_cost.py --experiment cartpole --level 2 --method C --clips value,norm --epochs 50
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import tempfile
+import time
+from pathlib import Path
+
+import jax
+import numpy as np
+
+from stablebptt.experiments.groups import train_group
+from stablebptt.experiments.presets import parse_levels
+from stablebptt.experiments.single import build, fresh_state
+from stablebptt.experiments.spec import SweepSpec
+from stablebptt.training import make_epoch_functions, trainer
+from stablebptt.training.batching import split_batches
+
+
+def _median_seconds(fn, repeats: int) -> float:
+    jax.block_until_ready(fn())  # compiles
+    times = []
+    for _ in range(repeats):
+        began = time.perf_counter()
+        jax.block_until_ready(fn())
+        times.append(time.perf_counter() - began)
+    return float(np.median(times))
+
+
+def evaluation_costs(group, repeats: int) -> dict:
+    """Seconds per epoch of one group's updates alone and of its evaluation, fused and as separate calls."""
+    setups = [build(run.config) for run in group]
+    fns = make_epoch_functions(setups[0].policy, setups[0].task.problem, None, group[0].config.optimizer(),
+                               backward=group[0].config.backward(setups[0].task))  # fmt: skip
+    n = len(group)
+    epoch_fn, flow_arg = trainer._epoch_program(fns, [run.config.flow() for run in group], setups[0].task.problem.n_steps, n)
+    states = [fresh_state(s) for s in setups]
+    params, opt_state = trainer._stack([p for p, _ in states]), trainer._stack([o for _, o in states])
+    batches = trainer._stack([split_batches(s.train_x, group[0].config.batch_size) for s in setups])
+    sets = trainer._stack_sets([s.train_x for s in setups], [s.test_x for s in setups])
+    updates = jax.jit(epoch_fn)
+    fused = jax.jit(trainer._losses_program(fns.evaluate, n, sets))
+    one = jax.jit(fns.evaluate)
+
+    def separate():
+        return [one(trainer._run(params, i), x) for i, s in enumerate(setups) for x in (s.train_x, s.test_x)]
+
+    return {
+        "updates": _median_seconds(lambda: updates(params, opt_state, batches, flow_arg), repeats),
+        "evaluation, fused": _median_seconds(lambda: fused(params, sets), repeats),
+        "evaluation, one call per run and set": _median_seconds(separate, repeats),
+    }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--experiment", default="cartpole", choices=("cartpole", "repulsion", "quantum"))
+    parser.add_argument("--level", default="2", help="difficulty level (default 2)")
+    parser.add_argument("--method", default="C")
+    parser.add_argument("--clips", default="value,norm")
+    parser.add_argument("--seeds", type=int, default=3)
+    parser.add_argument("--epochs", type=int, default=50, help="epochs to time (default 50)")
+    parser.add_argument("--checkpoint-every", type=int, default=10)
+    parser.add_argument("--repeats", type=int, default=5, help="timings of the separate pieces (median; default 5)")
+    args = parser.parse_args()
+
+    spec = SweepSpec.from_preset(
+        args.experiment, "paper", epochs=args.epochs, seeds=args.seeds,
+        levels=parse_levels(args.experiment, args.level), methods=(args.method,), clips=tuple(args.clips.split(",")),
+    )  # fmt: skip
+    (group,) = spec.groups()
+    with tempfile.TemporaryDirectory() as tmp:
+        began = time.perf_counter()
+        train_group(group, Path(tmp), checkpoint_every=args.checkpoint_every)
+        wall = time.perf_counter() - began
+        summary = json.loads((Path(tmp) / group[0].path / "summary.json").read_text())
+    split = summary["seconds_split"]
+    parts = dict(split)
+    parts["build, finish and the rest"] = wall - sum(split.values())
+    per_epoch = {k: split[k] / args.epochs for k in ("epochs", "record")}
+    at_1000 = {
+        "compile": split["compile"],
+        **{k: v * 1000 for k, v in per_epoch.items()},
+        "build, finish and the rest": parts["build, finish and the rest"],
+    }
+    total = sum(at_1000.values())
+    pieces = evaluation_costs(group, args.repeats)
+    print(f"{args.experiment} {spec.level_dir(spec.levels[0])} {args.method}, {len(group)} runs "
+          f"(clips {args.clips} x {args.seeds} seeds), {args.epochs} epochs: {wall:.1f} s wall")  # fmt: skip
+    print()
+    print(f"| part | {args.epochs} epochs [s] | per epoch [ms] | at 1000 epochs [s] | share at 1000 |")
+    print("|---|---|---|---|---|")
+    for key, seconds in parts.items():
+        per = f"{1000 * per_epoch[key]:.1f}" if key in per_epoch else ""
+        print(f"| {key} | {seconds:.2f} | {per} | {at_1000[key]:.1f} | {100 * at_1000[key] / total:.1f} % |")
+    print()
+    print("| piece, timed apart | per epoch [ms] | share of the epochs' time |")
+    print("|---|---|---|")
+    for key, seconds in pieces.items():
+        print(f"| {key} | {1000 * seconds:.1f} | {100 * seconds / per_epoch['epochs']:.1f} % |")
+    evaluating = per_epoch["epochs"] - pieces["updates"]
+    overhead = total - 1000 * pieces["updates"]
+    print(f"\nevaluating inside the epoch program (epochs minus updates alone): {1000 * evaluating:.1f} ms per epoch")
+    print(f"not updating (compiling + evaluating + writing + the rest) at 1000 epochs: {100 * overhead / total:.1f} %")
+
+
+if __name__ == "__main__":
+    main()
