@@ -194,8 +194,13 @@ def build_parser() -> argparse.ArgumentParser:
     reproduce.add_argument("--backend", choices=("local", "ray"), default=None, help="where groups of runs train: local (default) or ray (a Ray cluster)")
     reproduce.add_argument("--address", metavar="ADDR", default=None, help="with --backend ray: auto, HOST:PORT or ray://HOST:PORT (default: a new local Ray)")
 
-    report_ = commands.add_parser("report", help="rewrite a reproduce folder's table and figure from the runs it holds, training nothing")
-    report_.add_argument("out", type=Path, metavar="DIR", help="the --out of 'stablebptt reproduce cartpole|repulsion|quantum|brax'")
+    report_ = commands.add_parser(
+        "report", help="rewrite a reproduce folder's table and figure from the runs it holds, training nothing; "
+        "on a folder of such folders (results/), every one of them, then the claims table and the verdicts"
+    )  # fmt: skip
+    report_.add_argument("out", type=Path, metavar="DIR", help="the --out of 'stablebptt reproduce cartpole|repulsion|quantum|brax', or a folder of them")
+    report_.add_argument("--readme", type=Path, metavar="FILE", action="append", default=[],
+                         help="with a folder of results: also rewrite the generated blocks of FILE (may be repeated)")  # fmt: skip
 
     animate = commands.add_parser("animate", help="animate a trained controller (GIF)")
     animate.add_argument("run_dir", type=Path, metavar="DIR", help="a finished run directory")
@@ -305,8 +310,9 @@ def _reproduce(args) -> int:
     except sweep.GroupsFailedError as err:
         print(f"stablebptt: error: {err}", file=sys.stderr)
         return 1  # neither bad input nor a diverged run: the cluster failed
-    rows = report.write_report(spec, args.out)
-    print(report.table_markdown(spec, rows), end="")
+    held = sweep.read_sweep(args.out)  # this command's runs and those of earlier grids in the same folder
+    rows = report.write_report(held, args.out)
+    print(report.table_markdown(held, rows), end="")
     print(f"sweep time {time.perf_counter() - start:.1f} s; table, figure and runs in {args.out}")
     return 0
 
@@ -326,22 +332,45 @@ def _reproduce_brax(args) -> int:
 
 
 def _report(args) -> int:
-    """Tables and figure of a sweep or Brax comparison from what its runs wrote so far (unfinished cells show "—")."""
+    """Tables and figure of a sweep or Brax comparison from what its runs wrote so far (unfinished cells show "—");
+    on a folder of results, every folder's, then the claims and the READMEs' generated blocks."""
     import json
 
-    from .experiments import brax_peer, report, sweep
+    from .experiments import brax_peer, claims, report, sweep
 
     out = args.out
-    if (out / sweep.SWEEP_CONFIG).is_file():
-        spec = sweep.SweepSpec.from_dict(json.loads((out / sweep.SWEEP_CONFIG).read_text(encoding="utf-8")))
-        report.write_report(spec, out)
-    elif (out / brax_peer.PEER_CONFIG).is_file():
-        spec = brax_peer.PeerSpec(**json.loads((out / brax_peer.PEER_CONFIG).read_text(encoding="utf-8")))
-        brax_peer.write_report(spec, out)
-    else:
-        raise ValueError(f"{out} holds neither {sweep.SWEEP_CONFIG} nor {brax_peer.PEER_CONFIG}: give the --out of 'stablebptt reproduce'")
-    print((out / "table.md").read_text(encoding="utf-8"), end="")
-    print(f"table and figure in {out}")
+    if (out / sweep.SWEEP_CONFIG).is_file() or (out / brax_peer.PEER_CONFIG).is_file():
+        if args.readme:
+            raise ValueError("--readme goes with a folder of results (e.g. results/), not with one sweep or comparison")
+        if (out / sweep.SWEEP_CONFIG).is_file():
+            report.write_report(sweep.read_sweep(out), out)
+        else:
+            spec = brax_peer.PeerSpec(**json.loads((out / brax_peer.PEER_CONFIG).read_text(encoding="utf-8")))
+            brax_peer.write_report(spec, out)
+        print((out / "table.md").read_text(encoding="utf-8"), end="")
+        print(f"table and figure in {out}")
+        return 0
+    folders = claims.result_folders(out)
+    if not folders:
+        raise ValueError(
+            f"{out} holds neither {sweep.SWEEP_CONFIG} nor {brax_peer.PEER_CONFIG}, nor folders that do: give the --out of 'stablebptt reproduce' or a folder of them"
+        )
+    for readme in args.readme:
+        if not readme.is_file():
+            raise ValueError(f"--readme {readme} is not a file; give a Markdown file with generated blocks")
+    for folder in folders:
+        if (folder / sweep.SWEEP_CONFIG).is_file():
+            report.write_report(sweep.read_sweep(folder), folder)
+        else:
+            spec = brax_peer.PeerSpec(**json.loads((folder / brax_peer.PEER_CONFIG).read_text(encoding="utf-8")))
+            brax_peer.write_report(spec, folder)
+        print(f"table and figure in {folder}")
+    rows, judged = claims.write_claims(out)
+    blocks = claims.readme_blocks(rows, judged, claims.protocol_text(out))
+    for readme in [out / "README.md", *args.readme]:
+        if readme.is_file() and claims.rewrite_blocks(readme, blocks):
+            print(f"rewrote the generated blocks of {readme}")
+    print(f"claims in {out / 'claims.md'} ({len(rows)} comparisons, {len(judged)} verdicts)")
     return 0
 
 
