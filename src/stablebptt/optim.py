@@ -7,6 +7,7 @@ correction (SPEC §1). :func:`scale_by_keras_adam` is that form;
 
 from __future__ import annotations
 
+import functools
 import math
 from typing import Any, NamedTuple
 
@@ -136,10 +137,18 @@ def make_optimizer(
     """
     if not (isinstance(learning_rate, (int, float)) and math.isfinite(learning_rate) and learning_rate > 0):
         raise ValueError(f"learning rate {learning_rate!r} must be a positive finite number")
-    if adam == "keras":
-        opt = optax.inject_hyperparams(keras_adam)(learning_rate=learning_rate, b1=b1, b2=b2, eps=eps)
-    elif adam == "optax":
-        opt = optax.inject_hyperparams(optax.adam)(learning_rate=learning_rate, b1=b1, b2=b2, eps=eps)
-    else:
+    if adam not in ADAM_FORMS:
         raise ValueError(f"unknown Adam form {adam!r}; choose one of {', '.join(ADAM_FORMS)}")
-    return optax.chain(clipping(clip), opt)
+    # every optimizer of one Adam form shares one update function (its numbers are in the state), so a
+    # batch of them is seen to follow one rule by identity: stablebptt.training.train_batched
+    return optax.GradientTransformation(_build(clip, learning_rate, b1, b2, eps, adam).init, _shared_update(adam))
+
+
+def _build(clip: str, learning_rate: float, b1: float, b2: float, eps: float, adam: str) -> optax.GradientTransformation:
+    adam_fn = keras_adam if adam == "keras" else optax.adam
+    return optax.chain(clipping(clip), optax.inject_hyperparams(adam_fn)(learning_rate=learning_rate, b1=b1, b2=b2, eps=eps))
+
+
+@functools.cache
+def _shared_update(adam: str):
+    return _build("none", 1e-3, 0.9, 0.999, 1e-7, adam).update

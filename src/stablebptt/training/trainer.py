@@ -260,7 +260,7 @@ def _check_same_rule(optimizers: Sequence[optax.GradientTransformation], params_
     """Refuse optimizers whose update rules differ outside their states: the batch applies the first one's rule."""
     rng = np.random.default_rng(0)
     for i, (opt, params, state) in enumerate(zip(optimizers, params_list, opt_states, strict=True)):
-        if opt is optimizers[0]:
+        if opt.update is optimizers[0].update:  # one update function: one rule (make_optimizer's optimizers share it)
             continue
         probe = jax.tree.map(lambda a: jnp.asarray(rng.normal(size=a.shape), a.dtype), params)
         own, _ = opt.update(probe, state, params)
