@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 
 from stablebptt.cli import main
+from stablebptt.experiments.spec import finished_runs, read_sweep
 
 RESULTS = Path(__file__).resolve().parents[2] / "results"
 FOLDERS = sorted(p.parent for p in [*RESULTS.glob("*/sweep.json"), *RESULTS.glob("brax/*/peer.json")])
@@ -17,9 +18,16 @@ FOLDERS = sorted(p.parent for p in [*RESULTS.glob("*/sweep.json"), *RESULTS.glob
 
 def test_there_are_committed_results():
     assert {p.name for p in FOLDERS} >= {"cartpole", "repulsion", "quantum", "inverted_double_pendulum", "reacher"}
-    # the complete grids: 4 levels × 4 methods × 3 seeds; quantum 3 targets × 4 methods × 1 seed
+    # clip none is complete: 4 levels × 4 methods × 3 seeds; quantum 3 targets × 4 methods × 1 seed
     for name, runs in (("cartpole", 48), ("repulsion", 48), ("quantum", 12)):
-        assert len(list((RESULTS / name).rglob("summary.json"))) == runs
+        spec = read_sweep(RESULTS / name)
+        assert spec.preset == "paper" and spec.epochs == 1000
+        finished = finished_runs(spec, RESULTS / name)
+        assert len([run for run in finished if run.clip == "none"]) == runs
+        # every committed run is one of the sweep's runs and is accepted as finished by the code on main
+        held = {run.path for run in finished}
+        on_disk = {str(p.parent.relative_to(RESULTS / name)) for p in (RESULTS / name).rglob("summary.json")}
+        assert on_disk == held
 
 
 @pytest.mark.parametrize("folder", FOLDERS, ids=lambda p: p.name)
