@@ -17,6 +17,8 @@ from .conftest import tol
 from .helpers import assert_trees_close
 from .test_updates import FLOWS, pytree_inputs, pytree_problem
 
+pytestmark = pytest.mark.long  # minutes of compiling: scheduled first (tests/conftest.py)
+
 
 @pytest.mark.parametrize(
     ("n", "remat", "expected"),

@@ -12,6 +12,8 @@ import pytest
 from stablebptt.cli import main
 from stablebptt.training import METRIC_COLUMNS
 
+pytestmark = pytest.mark.long  # minutes of compiling: scheduled first (tests/conftest.py)
+
 SMALL = ["--poles", "1", "--steps", "20", "--epochs", "3", "--n-train", "16", "--n-test", "16", "--quiet"]
 
 

@@ -8,7 +8,9 @@ from typing import Any, Callable
 import jax
 import jax.numpy as jnp
 
-__all__ = ["ControlProblem", "check_controller", "shapes"]
+from .networks import PerSample
+
+__all__ = ["ControlProblem", "check_controller", "sample_axes", "shapes"]
 
 State = Any
 Control = Any
@@ -45,10 +47,12 @@ def check_controller(policy: Any, step: Callable, x0: Any) -> None:
     try:
         c = jax.eval_shape(lambda x: policy(x), x0)  # a fresh function: JAX < 0.5 hashes the callable, and a module holding tracers cannot be hashed
     except Exception as err:  # noqa: BLE001 - any failure of the user's controller becomes one line
-        raise ValueError(
-            f"the controller fails on states of shape {shapes(x0)} ({_first_line(err)}); "
-            "a module written for one sample at a time needs wrapping: sb.PerSample(module)"
-        ) from None
+        fix = (
+            "if some state leaves have no sample axis, declare them: sb.PerSample(module, in_axes=...) or ControlProblem(state_axes=...)"
+            if isinstance(policy, PerSample)
+            else "a module written for one sample at a time needs wrapping: sb.PerSample(module)"
+        )
+        raise ValueError(f"the controller fails on states of shape {shapes(x0)} ({_first_line(err)}); {fix}") from None
     try:
         x1 = jax.eval_shape(lambda x, u: step(x, u), x0, c)
     except Exception as err:  # noqa: BLE001
@@ -80,6 +84,13 @@ class ControlProblem:
         step_loss: ``step_loss(x_{i+1}, c_i) -> scalar``, summed over
             ``i = 0 .. n-1`` (the continuous loss, including any regularizer on
             the controls), or None.
+        state_axes: which state leaves have a sample axis, as ``jax.vmap``'s
+            ``in_axes`` for the state: ``0`` (every leaf is ``(samples, ...)``,
+            the default) or a prefix pytree of ``0`` and ``None``, e.g.
+            ``{"pos": 0, "t": None}`` for a clock shared by every sample.
+            Training splits only the leaves with a sample axis into
+            mini-batches. A :class:`~stablebptt.PerSample` controller's
+            ``in_axes`` declares the same, so one of the two is enough.
 
     The total loss is ``Σ_i step_loss(x_{i+1}, c_i) + final_loss(x_n)``; at
     least one of the two must be given.
@@ -89,6 +100,7 @@ class ControlProblem:
     n_steps: int
     final_loss: Callable[[State], jax.Array] | None = None
     step_loss: Callable[[State, Control], jax.Array] | None = None
+    state_axes: Any = 0
 
     def __post_init__(self):
         if not callable(self.step):
@@ -101,3 +113,41 @@ class ControlProblem:
     def check(self, policy: Any, x0: Any) -> None:
         """:func:`check_controller` of ``policy`` with this problem's ``step`` on the state ``x0``."""
         check_controller(policy, self.step, x0)
+
+
+def _leaf_axes(prefix: Any, x: Any, where: str) -> list:
+    """``prefix`` (``0``/``None`` per subtree) as one entry per leaf of ``x``, in ``jax.tree.leaves`` order."""
+    try:
+        full = jax.tree.map(lambda ax, sub: jax.tree.map(lambda _: ("axis", ax), sub), prefix, x, is_leaf=lambda z: z is None)
+    except (ValueError, TypeError) as err:
+        raise ValueError(
+            f"{where} {prefix!r} does not match the state's layout {shapes(x)} ({_first_line(err)}); "
+            "give 0 or None per leaf, in the state's own structure"
+        ) from None
+    axes = [ax for _, ax in jax.tree.leaves(full, is_leaf=lambda z: isinstance(z, tuple) and len(z) == 2 and z[0] == "axis")]
+    bad = [ax for ax in axes if not (ax is None or (isinstance(ax, int) and not isinstance(ax, bool) and ax == 0))]
+    if bad:
+        raise ValueError(f"{where} holds the axis {bad[0]!r}; each state leaf's sample axis must be 0 or None (no sample axis)")
+    return axes
+
+
+def sample_axes(problem: ControlProblem, policy: Any, x: Any) -> list[bool]:
+    """For each leaf of the state ``x`` (``jax.tree.leaves`` order): True if it has a sample axis (axis 0),
+    False if it is shared by every sample.
+
+    Declared by ``problem.state_axes`` or by a :class:`~stablebptt.PerSample`
+    controller's ``in_axes``; a one-line ``ValueError`` if they disagree or
+    an entry is neither 0 nor None.
+    """
+    declared = []
+    if not (isinstance(problem.state_axes, int) and problem.state_axes == 0):
+        declared.append(("ControlProblem(state_axes=...)", problem.state_axes))
+    if isinstance(policy, PerSample) and not (isinstance(policy.in_axes, int) and policy.in_axes == 0):
+        declared.append(("PerSample(in_axes=...)", policy.in_axes))
+    full = [[ax == 0 for ax in _leaf_axes(prefix, x, where)] for where, prefix in declared]
+    if len(full) == 2 and full[0] != full[1]:
+        raise ValueError(
+            f"ControlProblem(state_axes={problem.state_axes!r}) and PerSample(in_axes={policy.in_axes!r}) disagree "
+            "about which state leaves have a sample axis; declare it once, or the same in both"
+        )
+    return full[0] if full else [True] * len(jax.tree.leaves(x))

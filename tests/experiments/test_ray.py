@@ -26,6 +26,8 @@ from stablebptt.experiments.ray_backend import RayBackend
 from stablebptt.experiments.rundir import read_metrics, read_summary
 from stablebptt.experiments.sweep import GroupsFailedError, SweepSpec, finished_runs, run_sweep
 
+pytestmark = pytest.mark.long  # minutes of compiling: scheduled first (tests/conftest.py)
+
 # two groups (R, C) of two runs, grouped by method (GROUPS); float64, so that the workers must switch it on
 SPEC = SweepSpec(
     experiment="cartpole", preset="quick", epochs=2, seeds=(42,), n_train=16, n_test=8,

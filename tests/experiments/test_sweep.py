@@ -15,6 +15,8 @@ from stablebptt.experiments import report
 from stablebptt.experiments.rundir import RunDirError, read_metrics
 from stablebptt.experiments.sweep import SweepSpec, finished_runs, run_sweep
 
+pytestmark = pytest.mark.long  # minutes of compiling: scheduled first (tests/conftest.py)
+
 TINY = dict(
     experiment="cartpole",
     preset="quick",

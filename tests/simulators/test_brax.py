@@ -13,6 +13,8 @@ from stablebptt.simulators import brax as brax_sim
 
 from ..helpers import assert_trees_close
 
+pytestmark = pytest.mark.long  # minutes of compiling: scheduled first (tests/conftest.py)
+
 STEPS, BATCH = 8, 4
 
 

@@ -6,6 +6,9 @@ import json
 
 import pytest
 
+pytestmark = pytest.mark.long  # minutes of compiling: scheduled first (tests/conftest.py)
+
+
 def one_line(err: str) -> str:
     lines = [line for line in err.splitlines() if line.strip()]
     assert len(lines) == 1 and lines[0].startswith("stablebptt: error:"), err

@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Sequence
 
 import jax
 import jax.numpy as jnp
 
-__all__ = ["batch_count", "split_batches"]
+__all__ = ["batch_count", "sample_count", "split_batches"]
 
 
 def batch_count(n_samples: int, batch_size: int) -> int:
@@ -29,8 +29,37 @@ def batch_count(n_samples: int, batch_size: int) -> int:
     return n_samples // batch_size
 
 
-def split_batches(x: Any, batch_size: int) -> Any:
-    """``(n, ...)`` → ``(n // batch_size, batch_size, ...)`` for every leaf, order kept."""
-    n = int(jax.tree.leaves(x)[0].shape[0])
-    k = batch_count(n, batch_size)
-    return jax.tree.map(lambda a: jnp.reshape(a, (k, batch_size) + tuple(a.shape[1:])), x)
+def sample_count(x: Any, batched: Sequence[bool] | None = None, name: str = "set") -> int:
+    """The number of samples of the states ``x``: the common length of axis 0 of every leaf that has a
+    sample axis (``batched``: a flag per leaf, as :func:`stablebptt.problem.sample_axes` gives; None: every leaf).
+
+    A one-line ValueError names the first leaf (its path, shape and dtype) that has no axis 0 or
+    another length, and the fix.
+    """
+    paths = jax.tree_util.tree_flatten_with_path(x)[0]
+    flags = [True] * len(paths) if batched is None else list(batched)
+    leaves = [(jax.tree_util.keystr(path) or "the state", leaf) for (path, leaf), flag in zip(paths, flags, strict=True) if flag]
+    if not leaves:
+        raise ValueError(f"no leaf of the {name} has a sample axis; at least one leaf must be (samples, ...)")
+    fix = "declare leaves shared by every sample with ControlProblem(state_axes=...) or sb.PerSample(module, in_axes=...)"
+    n = None
+    for path, leaf in leaves:
+        shape = tuple(jnp.shape(leaf))
+        if not shape or (n is not None and shape[0] != n):
+            dtype = getattr(leaf, "dtype", type(leaf).__name__)
+            expected = "a sample axis" if not shape else f"{n} samples on axis 0"
+            raise ValueError(f"leaf {path} of the {name} has shape {shape} and dtype {dtype}, not {expected}; {fix}")
+        n = shape[0] if n is None else n
+    return int(n)
+
+
+def split_batches(x: Any, batch_size: int, batched: Sequence[bool] | None = None) -> Any:
+    """``(n, ...)`` → ``(n // batch_size, batch_size, ...)`` for every leaf with a sample axis, order kept;
+    a leaf without one (its ``batched`` flag False) is repeated for each batch, ``(n // batch_size, ...)``."""
+    k = batch_count(sample_count(x, batched), batch_size)
+    leaves, treedef = jax.tree.flatten(x)
+    flags = [True] * len(leaves) if batched is None else list(batched)
+    return jax.tree.unflatten(treedef, [
+        jnp.reshape(a, (k, batch_size) + tuple(a.shape[1:])) if flag else jnp.broadcast_to(a, (k, *jnp.shape(a)))
+        for a, flag in zip(leaves, flags, strict=True)
+    ])  # fmt: skip

@@ -30,10 +30,10 @@ import numpy as np
 import optax
 
 from ..flows import Flow, Regular, stack_flows
-from ..problem import ControlProblem
+from ..problem import ControlProblem, sample_axes
 from ..rollout import rollout_loss
 from ..updates import Backward, SharedBackward, trainable, value_and_update
-from .batching import batch_count, split_batches
+from .batching import batch_count, sample_count, split_batches
 from .sharding import data_mesh, replicate, shard_leading
 
 __all__ = [
@@ -204,10 +204,6 @@ def checkpoint_due(epoch: int, epochs: int, every: int) -> bool:
     return every > 0 and epoch % every == 0 and epoch < epochs
 
 
-def _leading(x: Any) -> int:
-    return int(jax.tree.leaves(x)[0].shape[0])
-
-
 def check_data(policy: Any, problem: ControlProblem, train_x: Any, test_x: Any) -> None:
     """One-line ValueErrors, naming the set, for data that cannot train: float64 arrays while 64-bit
     JAX is off (they would be computed in float32), NaN or infinite values, a layout that the
@@ -216,7 +212,7 @@ def check_data(policy: Any, problem: ControlProblem, train_x: Any, test_x: Any) 
     for name, x in (("training set", train_x), ("test set", test_x)):
         for leaf in jax.tree.leaves(x):
             dtype = getattr(leaf, "dtype", None)
-            if dtype is None or not np.issubdtype(dtype, np.inexact):
+            if dtype is None or jax.dtypes.issubdtype(dtype, jax.dtypes.prng_key) or not np.issubdtype(dtype, np.inexact):
                 continue
             if dtype == np.float64 and not x64:
                 raise ValueError(
@@ -375,9 +371,10 @@ def _fit(
         raise ValueError("train_batched needs one policy, training set, test set, optimizer and flow per run (at least one run)")
     if isinstance(epochs, bool) or not isinstance(epochs, int) or epochs < 1:
         raise ValueError(f"epochs={epochs!r}; expected a positive integer")
+    axes = sample_axes(problem, policies[0], train_xs[0])
     for x, t in zip(train_xs, test_xs, strict=True):
-        batch_count(_leading(x), batch_size)
-        if _leading(t) < 1:
+        batch_count(sample_count(x, axes, "training set"), batch_size)
+        if sample_count(t, sample_axes(problem, policies[0], t), "test set") < 1:
             raise ValueError("the test set is empty; give at least one test sample")
 
     split = [trainable(p) for p in policies]
@@ -401,7 +398,7 @@ def _fit(
     epoch_fn, flow_arg = _epoch_program(fns, flows, problem.n_steps, n)
     mesh = data_mesh(batch_size, devices)
     params, opt_state = replicate((_stack(params_list), _stack(opt_states)), mesh)
-    batches = shard_leading(_stack([split_batches(x, batch_size) for x in train_xs]), mesh, axis=2)
+    batches = shard_leading(_stack([split_batches(x, batch_size, axes) for x in train_xs]), mesh, axis=2)
     sets = _stack_sets(train_xs, test_xs)
     sets = shard_leading(sets, mesh, axis=0 if isinstance(sets, list) else 2 if len(sets) == 1 else 1)  # the sample axis
     losses_fn = _losses_program(fns.evaluate, n, sets)
