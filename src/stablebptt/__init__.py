@@ -28,7 +28,7 @@ if TYPE_CHECKING:  # the names, for type checkers and editors; at run time they 
     from .problem import ControlProblem
     from .rollout import Trajectory, rollout, rollout_loss
     from .tasks import Task, make_task
-    from .training import NonFiniteLossError, TrainResult, train, train_batched
+    from .training import NonFiniteLossError, TrainResult, ZeroUpdateError, train, train_batched
     from .updates import AutodiffBackward, SharedBackward, UpdateInfo, value_and_update
 
 _EXPORTS = {
@@ -65,6 +65,7 @@ _EXPORTS = {
     "Task": "tasks",
     "make_task": "tasks",
     "NonFiniteLossError": "training",
+    "ZeroUpdateError": "training",
     "TrainResult": "training",
     "train": "training",
     "train_batched": "training",
@@ -119,6 +120,7 @@ __all__ = [
     "N",
     "NetworkOnly",
     "NonFiniteLossError",
+    "ZeroUpdateError",
     "PerSample",
     "R",
     "Regular",

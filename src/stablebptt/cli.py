@@ -43,6 +43,7 @@ TASK_OPTIONS: dict[str, tuple[TaskOption, ...]] = {
     "brax": (
         TaskOption("--env", "env", str, "Brax environment, e.g. inverted_double_pendulum (default) or reacher; needs the extra stablebptt[brax]"),
         TaskOption("--backend", "backend", str, "differentiable Brax pipeline: generalized (default), positional or spring"),
+        TaskOption("--loss", "loss", str, "reward (minus the return, default) or upright (the poles' squared angles: inverted_pendulum, inverted_double_pendulum)"),
     ),
 }
 COMMON_TASK_OPTIONS = (TaskOption("--steps", "n_steps", int, "simulator steps per rollout (default: the paper's)", True),)

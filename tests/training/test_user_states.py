@@ -125,3 +125,17 @@ def test_an_undeclared_shared_leaf_names_its_path_and_the_fix(setup):
     with pytest.raises(ValueError, match="disagree about which state leaves have a sample axis"):
         sb.train(policy, sb.ControlProblem(step=batch_step, n_steps=STEPS, final_loss=final_loss, state_axes={**AXES, "t": 0}),
                  states(0), states(1), flow=sb.C(), optimizer=sb.make_optimizer("none"), epochs=1, batch_size=4)
+
+
+def test_a_loss_that_does_not_depend_on_the_controller_stops_in_the_first_epoch():
+    """The state decays on its own and the control never reaches it: R's update is exactly zero."""
+    problem = sb.ControlProblem(step=lambda x, c: 0.9 * x + 0.0 * jax.lax.stop_gradient(c), n_steps=5, final_loss=lambda x: jnp.mean(x**2))
+    policy = sb.DenseNet(2, 2, (4,), key=jax.random.key(0))
+    x = jax.random.normal(jax.random.key(1), (8, 2))
+    with pytest.raises(sb.ZeroUpdateError, match="every update in the first epoch is exactly zero, so training would not change"):
+        sb.train(policy, problem, x, x, flow=sb.R(), optimizer=sb.make_optimizer("none"), epochs=3, batch_size=4)
+    with pytest.raises(sb.ZeroUpdateError, match="every update of run 1 in the first epoch is exactly zero"):
+        sb.train_batched([policy] * 2, problem, [x] * 2, [x] * 2, flow=[sb.S(), sb.C()], optimizers=[sb.make_optimizer("none")] * 2, epochs=3, batch_size=4)
+    # S's update is zero by its own design where the loss needs feedback: that is its result, not an error
+    result = sb.train(policy, problem, x, x, flow=sb.S(), optimizer=sb.make_optimizer("none"), epochs=2, batch_size=4)
+    assert [row["update_sq_norm"] for row in result.history] == [0.0, 0.0]

@@ -42,6 +42,9 @@ __all__ = [
     "reset",
     "batch_step",
     "reward_loss",
+    "upright_loss",
+    "LOSSES",
+    "check_loss",
     "brax_problem",
     "episode_returns",
 ]
@@ -128,6 +131,36 @@ def reward_loss(x_next: Any, action: jax.Array) -> jax.Array:
     """Minus the batch mean of one step's reward; summed over the horizon: minus the mean return."""
     del action
     return -jnp.mean(x_next.reward)
+
+
+def upright_loss(x_next: Any, action: jax.Array) -> jax.Array:
+    """Batch mean of the squared hinge angles of a cart-pole environment (``q[1:]``: each pole's angle, 0 upright);
+    summed over the horizon. A state-based loss for ``inverted_pendulum`` and ``inverted_double_pendulum``."""
+    del action
+    return jnp.mean(jnp.sum(x_next.pipeline_state.q[:, 1:] ** 2, axis=-1))
+
+
+LOSSES: dict[str, Callable[[Any, jax.Array], jax.Array]] = {"reward": reward_loss, "upright": upright_loss}
+"""Step losses by name: ``reward`` (minus the mean return) and ``upright`` (the poles' squared angles)."""
+
+UPRIGHT_ENVS = ("inverted_pendulum", "inverted_double_pendulum")
+"""Environments whose generalized coordinates are a cart's position followed by its poles' hinge angles."""
+
+NO_REWARD_GRADIENT = {"inverted_pendulum": "its reward is a constant +1 per step while the episode lasts"}
+"""Environments whose reward has no gradient with respect to the state or the action, and why."""
+
+
+def check_loss(env_name: str, loss: str) -> None:
+    """One-line ValueError if ``loss`` is unknown, undefined for ``env_name``, or has no gradient there."""
+    if loss not in LOSSES:
+        raise ValueError(f"unknown Brax loss {loss!r}; choose one of {', '.join(LOSSES)}")
+    if loss == "upright" and env_name not in UPRIGHT_ENVS:
+        raise ValueError(f"the upright loss needs a cart-pole environment ({', '.join(UPRIGHT_ENVS)}), not {env_name!r}; use --loss reward")
+    if loss == "reward" and env_name in NO_REWARD_GRADIENT:
+        raise ValueError(
+            f"{env_name}'s reward has no gradient ({NO_REWARD_GRADIENT[env_name]}), so minus the return cannot train a controller; "
+            "use a state-based loss: --loss upright"
+        )
 
 
 def brax_problem(

@@ -1,7 +1,8 @@
 """A Brax environment as a task (needs ``pip install 'stablebptt[brax]'``); difficulty = the environment.
 
 The state is a batch of Brax ``State``s, the control a batch of actions in
-[−1, 1], the loss minus the mean return over ``n_steps`` (rewards stop at the
+[−1, 1], the loss minus the mean return over ``n_steps`` (or, for cart-pole
+environments, the poles' squared angles) (rewards stop at the
 end of an episode: :mod:`stablebptt.simulators.brax`). Initial states are
 ``env.reset`` of split keys, fixed per run like every task's data.
 """
@@ -24,13 +25,15 @@ class BraxConfig:
     """A Brax environment and its horizon.
 
     ``env``: a name of ``brax.envs`` (``inverted_double_pendulum``, ``reacher``, ...).
-    ``backend``: a differentiable Brax pipeline. ``width``/``depth``: the
+    ``backend``: a differentiable Brax pipeline. ``loss``: ``reward`` (minus the
+    mean return) or ``upright`` (the poles' squared angles, cart-pole environments). ``width``/``depth``: the
     controller's hidden layers (default 4 × 32, the size of Brax APG's policy).
     """
 
     env: str = "inverted_double_pendulum"
     n_steps: int = 100
     backend: str = "generalized"
+    loss: str = "reward"
     width: int = 32
     depth: int = 4
 
@@ -40,6 +43,7 @@ class BraxConfig:
             raise ValueError(f"unknown Brax environment {self.env!r}; choose one of {', '.join(brax_sim.env_names())}")
         if self.backend not in brax_sim.BACKENDS:
             raise ValueError(f"Brax backend {self.backend!r} cannot be differentiated here; choose one of {', '.join(brax_sim.BACKENDS)}")
+        brax_sim.check_loss(self.env, self.loss)
 
 
 def make_policy(env, config: BraxConfig, key: jax.Array, dtype=None) -> brax_sim.ObservationPolicy:
@@ -52,7 +56,7 @@ def make_policy(env, config: BraxConfig, key: jax.Array, dtype=None) -> brax_sim
 
 def make_task(config: BraxConfig) -> Task:
     env = brax_sim.get_env(config.env, config.backend)
-    problem = brax_sim.brax_problem(env, config.n_steps)
+    problem = brax_sim.brax_problem(env, config.n_steps, step_loss=brax_sim.LOSSES[config.loss])
 
     def sample_initial_states(key, n, dtype=None):
         states = brax_sim.reset(env, key, n)

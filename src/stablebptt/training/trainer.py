@@ -29,7 +29,7 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
-from ..flows import Flow, Regular, stack_flows
+from ..flows import Combined, Flow, Regular, stack_flows
 from ..problem import ControlProblem, sample_axes
 from ..rollout import rollout_loss
 from ..updates import Backward, SharedBackward, trainable, value_and_update
@@ -43,6 +43,7 @@ __all__ = [
     "TrainResult",
     "TrainState",
     "NonFiniteLossError",
+    "ZeroUpdateError",
     "epoch_row",
     "evaluate_losses",
     "row_is_finite",
@@ -90,6 +91,19 @@ class NonFiniteLossError(RuntimeError):
         super().__init__(
             f"non-finite loss at epoch {epoch}: the updates diverged; "
             "try clipping (--clip norm or --clip value) or a smaller learning rate"
+        )
+
+
+class ZeroUpdateError(ValueError):
+    """The first epoch's updates were exactly zero: the loss does not depend on the controller's parameters."""
+
+    def __init__(self, run: int | None = None):
+        self.run = run
+        which = "" if run is None else f" of run {run}"
+        super().__init__(
+            f"every update{which} in the first epoch is exactly zero, so training would not change the controller: "
+            "its loss does not depend on the parameters (a reward with no gradient, e.g. a constant reward per step, "
+            "or a controller whose output does not reach the state); give a loss that depends on the controlled state"
         )
 
 
@@ -435,6 +449,10 @@ def _fit(
             rows.append(row)
             if not row_is_finite(row):
                 diverged[i] = epoch
+        if epoch == 1:  # R's update is the gradient, C's is zero where R's is: zero means nothing to learn
+            for i, row in enumerate(rows):
+                if row is not None and row["update_sq_norm"] == 0.0 and (isinstance(flows[i], Regular) or (isinstance(flows[i], Combined) and isinstance(flows[i].reference, Regular))):
+                    raise ZeroUpdateError(None if n == 1 else i)
         if on_epoch is not None:
             on_epoch(rows)
         if raise_on_divergence and any(d == epoch for d in diverged):
