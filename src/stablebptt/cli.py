@@ -158,11 +158,46 @@ def _add_task_parsers(sub, command: str, *, with_method: bool, out_required: boo
         p.set_defaults(task=task, command=command)
 
 
+CACHE_ENV = "STABLEBPTT_COMPILE_CACHE"
+
+
+def _cache_folder() -> Path:
+    """Where compiled programs are kept: ``$STABLEBPTT_COMPILE_CACHE``, else the user's cache folder."""
+    import os
+
+    if os.environ.get(CACHE_ENV):
+        return Path(os.environ[CACHE_ENV]).expanduser()
+    return Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "stablebptt" / "jax"
+
+
+def _use_compile_cache(off: bool) -> None:
+    """Turn on JAX's persistent compilation cache in :func:`_cache_folder` (JAX's own setting wins; a folder
+    that cannot be made leaves the cache off rather than failing the command)."""
+    import os
+
+    if off or os.environ.get(CACHE_ENV, "").lower() in ("0", "off", "false", "no") or os.environ.get("JAX_COMPILATION_CACHE_DIR"):
+        return
+    folder = _cache_folder()
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+    except OSError:
+        return
+    import jax
+
+    if jax.config.jax_compilation_cache_dir is None:
+        jax.config.update("jax_compilation_cache_dir", str(folder))
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(prog="stablebptt", description="Train neural controllers through differentiable physics with stabilized BPTT.")
     from . import __version__
 
     parser.add_argument("--version", action="version", version=f"stablebptt {__version__}")
+    parser.add_argument(
+        "--no-compile-cache", action="store_true",
+        help=f"do not keep compiled programs on disk (default: kept in {_cache_folder()}, or ${CACHE_ENV}; "
+        "a second run of the same command then starts without compiling)",
+    )  # fmt: skip
     commands = parser.add_subparsers(dest="command", required=True, parser_class=_Parser, metavar="COMMAND")
 
     train = commands.add_parser("train", help="train one controller")
@@ -460,6 +495,7 @@ def _main(argv: Sequence[str] | None) -> int:
     from .experiments import RunDirError
     from .simulators import MissingExtraError
 
+    _use_compile_cache(args.no_compile_cache)
     try:
         return _run(args)
     except (ValueError, RunDirError, FileNotFoundError, MissingExtraError) as err:
