@@ -129,7 +129,7 @@ def test_combined_update_learns_target_3():
     k_train, k_test, k_init = jax.random.split(jax.random.key(42), 3)
     result = sb.train(
         task.make_policy(k_init), task.problem, task.sample_initial_states(k_train, 64), task.sample_initial_states(k_test, 64),
-        flow=sb.C(), optimizer=sb.make_optimizer("none"), epochs=15,
+        flow=sb.C(), optimizer=sb.make_optimizer("none"), epochs=8,
     )  # fmt: skip
     steps = task.config.n_steps
     fidelity_before = 1 - result.initial["test_loss"] / steps
