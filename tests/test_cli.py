@@ -59,6 +59,23 @@ def test_train_writes_the_run(trained):
     assert not any(p.name.startswith(".") for p in trained.parent.iterdir())  # no partial left behind
 
 
+def test_a_recorded_run_reruns_from_its_config(trained, capsys, tmp_path):
+    """``train --config RUN/config.json`` trains the same settings to the same numbers (the same program, in-memory cache)."""
+    code, out, _ = run(capsys, "train", "--config", trained / "config.json", "--out", tmp_path / "again", "--quiet")
+    assert code == 0 and f"results in {tmp_path / 'again'}" in out
+    assert (tmp_path / "again" / "config.json").read_text() == (trained / "config.json").read_text()
+    losses = lambda d: [row[1:4] for row in csv.reader(open(d / "metrics.csv"))]  # noqa: E731 - batch, train, test loss
+    assert losses(tmp_path / "again") == losses(trained)
+    (tmp_path / "bad.json").write_text(json.dumps({**json.loads((trained / "config.json").read_text()), "epochz": 3}))
+    code, _, err = run(capsys, "train", "--config", tmp_path / "bad.json", "--out", tmp_path / "bad")
+    assert code == 2 and "bad.json is not a valid run configuration (config has unknown setting 'epochz')" in one_line_error(err)
+    code, _, err = run(capsys, "train", "--config", tmp_path / "missing.json")
+    assert code == 2 and "missing.json does not exist; give a run's config.json" in one_line_error(err)
+    code, _, err = run(capsys, "train")
+    assert code == 2 and "choose a task (cartpole, repulsion, quantum, brax) or rerun a recorded run with --config" in one_line_error(err)
+    assert not (tmp_path / "bad").exists()
+
+
 def test_evaluate_reproduces_last_test_loss(trained, capsys):
     code, out, _ = run(capsys, "evaluate", trained)
     assert code == 0

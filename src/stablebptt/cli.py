@@ -200,8 +200,12 @@ def build_parser() -> argparse.ArgumentParser:
     )  # fmt: skip
     commands = parser.add_subparsers(dest="command", required=True, parser_class=_Parser, metavar="COMMAND")
 
-    train = commands.add_parser("train", help="train one controller")
-    _add_task_parsers(train.add_subparsers(dest="task", required=True, parser_class=_Parser, metavar="TASK"), "train", with_method=True, out_required=False)
+    train = commands.add_parser("train", help="train one controller", usage="stablebptt train [-h] (TASK [options] | --config FILE [--out DIR] [--quiet] [--overwrite])")
+    train.add_argument("--config", type=Path, metavar="FILE", default=None, help="rerun a recorded run: its config.json (or its folder), every setting as recorded")
+    train.add_argument("--out", dest="config_out", type=Path, metavar="DIR", default=None, help="with --config: output directory (default: the name train would give)")
+    train.add_argument("--quiet", dest="config_quiet", action="store_true", help="with --config: no progress bar")
+    train.add_argument("--overwrite", dest="config_overwrite", action="store_true", help="with --config: replace a different run already in --out")
+    _add_task_parsers(train.add_subparsers(dest="task", required=False, parser_class=_Parser, metavar="TASK"), "train", with_method=True, out_required=False)
 
     compare = commands.add_parser("compare", help="train R, M, C and S on the same data and initial weights")
     _add_task_parsers(compare.add_subparsers(dest="task", required=True, parser_class=_Parser, metavar="TASK"), "compare", with_method=False, out_required=True)
@@ -263,6 +267,27 @@ def _config_from_args(args):
         if value is not None:
             task_options[opt.field] = value
     return RunConfig.from_options(vars(args), task_options=task_options, dtype="float64" if args.x64 else "float32")
+
+
+def _recorded_config(path: Path):
+    """The run configuration recorded in ``path`` (a ``config.json`` or a run folder); one-line errors."""
+    import json
+
+    from .experiments import RunConfig
+
+    path = Path(path)
+    if path.is_dir():
+        path = path / "config.json"
+    if not path.is_file():
+        raise ValueError(f"{path} does not exist; give a run's config.json (or its folder) to --config")
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+        if not isinstance(data, dict):
+            raise TypeError(f"it holds a JSON {type(data).__name__}, not an object of settings")
+        return RunConfig.from_dict(data).resolved()
+    except (json.JSONDecodeError, UnicodeDecodeError, TypeError, ValueError, KeyError) as err:
+        reason = str(err).splitlines()[0] if str(err) else type(err).__name__
+        raise ValueError(f"{path} is not a valid run configuration ({reason}); fix that setting or train with a task and options") from None
 
 
 def _checkpoint_every(args) -> dict:
@@ -458,7 +483,17 @@ def _run(args) -> int:
         print(f"test loss {result['test_loss']!r}")
         return 0
 
-    config = _config_from_args(args)
+    if args.command == "train" and args.task is None:
+        if args.config is None:
+            raise ValueError(f"choose a task ({', '.join(TASK_OPTIONS)}) or rerun a recorded run with --config RUN/config.json")
+        config = _recorded_config(args.config)
+        if config.dtype == "float64":
+            set_float64()
+        args.out, args.overwrite, args.quiet, args.checkpoint_every = args.config_out, args.config_overwrite, args.config_quiet, None
+    elif args.command == "train" and (args.config is not None or args.config_out is not None):
+        raise ValueError("--config reruns a recorded run with its own settings; give it without a task (stablebptt train --config FILE), or give a task without --config")
+    else:
+        config = _config_from_args(args)
     if args.command == "train":
         out = args.out or _default_out(config)
         try:
