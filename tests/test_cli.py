@@ -223,6 +223,15 @@ def test_compare_trains_every_method_on_the_same_start(capsys, tmp_path):
     # a different comparison into the same folder is refused
     code, _, err = run(capsys, "compare", "cartpole", *SMALL, "--seed", "1", "--out", out)
     assert code == 2 and "holds a comparison with different settings: base.seed (42 vs 1); pass --overwrite" in one_line_error(err)
+    # the recorded comparison reruns from its compare.json to the same table (the same programs, compiled once)
+    code, _, _ = run(capsys, "compare", "--config", out / "compare.json", "--out", tmp_path / "again", "--quiet")
+    assert code == 0 and (tmp_path / "again" / "compare.json").read_text() == (out / "compare.json").read_text()
+    losses = lambda d: [row[:3] for row in csv.reader(open(d / "final_test_loss.csv"))]  # noqa: E731 - method, final, best
+    assert losses(tmp_path / "again") == losses(out)
+    code, _, err = run(capsys, "compare", "--config", out)
+    assert code == 2 and "compare --config needs --out DIR" in one_line_error(err)
+    code, _, err = run(capsys, "train", "--config", out, "--out", tmp_path / "one")
+    assert code == 2 and "it records a comparison; rerun it with 'stablebptt compare --config'" in one_line_error(err)
 
 
 @pytest.mark.parametrize(

@@ -188,6 +188,13 @@ def _use_compile_cache(off: bool) -> None:
         jax.config.update("jax_compilation_cache_dir", str(folder))
 
 
+def _add_config_options(p: argparse.ArgumentParser, what: str) -> None:
+    p.add_argument("--config", type=Path, metavar="FILE", default=None, help=f"rerun {what}")
+    p.add_argument("--out", dest="config_out", type=Path, metavar="DIR", default=None, help="with --config: output directory")
+    p.add_argument("--quiet", dest="config_quiet", action="store_true", help="with --config: no progress bar")
+    p.add_argument("--overwrite", dest="config_overwrite", action="store_true", help="with --config: replace a different run already in --out")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(prog="stablebptt", description="Train neural controllers through differentiable physics with stabilized BPTT.")
     from . import __version__
@@ -201,14 +208,12 @@ def build_parser() -> argparse.ArgumentParser:
     commands = parser.add_subparsers(dest="command", required=True, parser_class=_Parser, metavar="COMMAND")
 
     train = commands.add_parser("train", help="train one controller", usage="stablebptt train [-h] (TASK [options] | --config FILE [--out DIR] [--quiet] [--overwrite])")
-    train.add_argument("--config", type=Path, metavar="FILE", default=None, help="rerun a recorded run: its config.json (or its folder), every setting as recorded")
-    train.add_argument("--out", dest="config_out", type=Path, metavar="DIR", default=None, help="with --config: output directory (default: the name train would give)")
-    train.add_argument("--quiet", dest="config_quiet", action="store_true", help="with --config: no progress bar")
-    train.add_argument("--overwrite", dest="config_overwrite", action="store_true", help="with --config: replace a different run already in --out")
+    _add_config_options(train, "a recorded run: its config.json (or its folder), every setting as recorded")
     _add_task_parsers(train.add_subparsers(dest="task", required=False, parser_class=_Parser, metavar="TASK"), "train", with_method=True, out_required=False)
 
-    compare = commands.add_parser("compare", help="train R, M, C and S on the same data and initial weights")
-    _add_task_parsers(compare.add_subparsers(dest="task", required=True, parser_class=_Parser, metavar="TASK"), "compare", with_method=False, out_required=True)
+    compare = commands.add_parser("compare", help="train R, M, C and S on the same data and initial weights", usage="stablebptt compare [-h] (TASK --out DIR [options] | --config FILE --out DIR [--quiet] [--overwrite])")
+    _add_config_options(compare, "a recorded comparison's compare.json (or its folder), or one run's config.json (then R, M, C, S)")
+    _add_task_parsers(compare.add_subparsers(dest="task", required=False, parser_class=_Parser, metavar="TASK"), "compare", with_method=False, out_required=True)
 
     evaluate = commands.add_parser("evaluate", help="reload a trained controller and print its test loss")
     evaluate.add_argument("run_dir", type=Path, metavar="DIR", help="the --out of a finished 'stablebptt train'")
@@ -269,25 +274,33 @@ def _config_from_args(args):
     return RunConfig.from_options(vars(args), task_options=task_options, dtype="float64" if args.x64 else "float32")
 
 
-def _recorded_config(path: Path):
-    """The run configuration recorded in ``path`` (a ``config.json`` or a run folder); one-line errors."""
+def _recorded_config(path: Path, command: str):
+    """``(config, methods)`` recorded in ``path``: a run's ``config.json`` (methods None) or a comparison's
+    ``compare.json`` (its methods), or a folder holding one; one-line errors naming the file."""
     import json
 
     from .experiments import RunConfig
 
     path = Path(path)
     if path.is_dir():
-        path = path / "config.json"
+        path = next((path / name for name in ("compare.json", "config.json") if (path / name).is_file()), path / "config.json")
     if not path.is_file():
         raise ValueError(f"{path} does not exist; give a run's config.json (or its folder) to --config")
     try:
         data = json.loads(path.read_text(encoding="utf-8"))
         if not isinstance(data, dict):
             raise TypeError(f"it holds a JSON {type(data).__name__}, not an object of settings")
-        return RunConfig.from_dict(data).resolved()
+        if "base" in data and "methods" in data:  # a comparison's record
+            if command != "compare":
+                raise TypeError("it records a comparison; rerun it with 'stablebptt compare --config'")
+            methods = data["methods"]
+            if not isinstance(methods, list) or not methods or not all(isinstance(m, str) for m in methods):
+                raise TypeError("its methods are not a list of method names")
+            return RunConfig.from_dict({**data["base"], "method": methods[0]}).resolved(), methods
+        return RunConfig.from_dict(data).resolved(), None
     except (json.JSONDecodeError, UnicodeDecodeError, TypeError, ValueError, KeyError) as err:
         reason = str(err).splitlines()[0] if str(err) else type(err).__name__
-        raise ValueError(f"{path} is not a valid run configuration ({reason}); fix that setting or train with a task and options") from None
+        raise ValueError(f"{path} is not a valid run configuration ({reason}); fix that setting or give a task and options") from None
 
 
 def _checkpoint_every(args) -> dict:
@@ -483,15 +496,21 @@ def _run(args) -> int:
         print(f"test loss {result['test_loss']!r}")
         return 0
 
-    if args.command == "train" and args.task is None:
+    recorded_methods = None
+    if args.task is None:
         if args.config is None:
             raise ValueError(f"choose a task ({', '.join(TASK_OPTIONS)}) or rerun a recorded run with --config RUN/config.json")
-        config = _recorded_config(args.config)
+        config, recorded_methods = _recorded_config(args.config, args.command)
+        if args.command == "compare" and args.config_out is None:
+            raise ValueError("compare --config needs --out DIR, the folder of the new comparison")
         if config.dtype == "float64":
             set_float64()
         args.out, args.overwrite, args.quiet, args.checkpoint_every = args.config_out, args.config_overwrite, args.config_quiet, None
-    elif args.command == "train" and (args.config is not None or args.config_out is not None):
-        raise ValueError("--config reruns a recorded run with its own settings; give it without a task (stablebptt train --config FILE), or give a task without --config")
+    elif args.config is not None or args.config_out is not None:
+        raise ValueError(
+            f"--config reruns a recorded run with its own settings; give it without a task (stablebptt {args.command} --config FILE), "
+            "or give a task without --config"
+        )
     else:
         config = _config_from_args(args)
     if args.command == "train":
@@ -506,7 +525,7 @@ def _run(args) -> int:
             print(f"final test loss {final['test_loss']!r} after {len(outcome.history)} epochs; results in {out}")
         return 0
 
-    methods = [m.strip() for m in args.methods.split(",") if m.strip()]
+    methods = recorded_methods or [m.strip() for m in (getattr(args, "methods", None) or "R,M,C,S").split(",") if m.strip()]
     rows = compare(config, args.out, methods, overwrite=args.overwrite, progress=not args.quiet, **_checkpoint_every(args))
     print(format_table(rows))
     print(f"table and figure in {args.out}")
