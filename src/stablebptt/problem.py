@@ -115,20 +115,26 @@ class ControlProblem:
         check_controller(policy, self.step, x0)
 
 
-def _leaf_axes(prefix: Any, x: Any, where: str) -> list:
-    """``prefix`` (``0``/``None`` per subtree) as one entry per leaf of ``x``, in ``jax.tree.leaves`` order."""
+def _leaf_flags(prefix: Any, x: Any, where: str) -> list[bool]:
+    """``prefix`` (``0``/``None`` per subtree) as one flag per leaf of ``x`` (True: axis 0 is the sample axis)."""
+
+    def flag(ax):
+        if ax is not None and not (isinstance(ax, int) and not isinstance(ax, bool) and ax == 0):
+            raise ValueError(f"{where} holds the axis {ax!r}; each state leaf's sample axis must be 0 or None (no sample axis)")
+        return ax is not None
+
+    flags = jax.tree.map(flag, prefix, is_leaf=lambda z: z is None)
     try:
-        full = jax.tree.map(lambda ax, sub: jax.tree.map(lambda _: ("axis", ax), sub), prefix, x, is_leaf=lambda z: z is None)
+        return jax.tree.leaves(jax.tree.broadcast(flags, x))
     except (ValueError, TypeError) as err:
         raise ValueError(
             f"{where} {prefix!r} does not match the state's layout {shapes(x)} ({_first_line(err)}); "
             "give 0 or None per leaf, in the state's own structure"
         ) from None
-    axes = [ax for _, ax in jax.tree.leaves(full, is_leaf=lambda z: isinstance(z, tuple) and len(z) == 2 and z[0] == "axis")]
-    bad = [ax for ax in axes if not (ax is None or (isinstance(ax, int) and not isinstance(ax, bool) and ax == 0))]
-    if bad:
-        raise ValueError(f"{where} holds the axis {bad[0]!r}; each state leaf's sample axis must be 0 or None (no sample axis)")
-    return axes
+
+
+def _declares(axes: Any) -> bool:
+    return not (isinstance(axes, int) and axes == 0)
 
 
 def sample_axes(problem: ControlProblem, policy: Any, x: Any) -> list[bool]:
@@ -139,12 +145,10 @@ def sample_axes(problem: ControlProblem, policy: Any, x: Any) -> list[bool]:
     controller's ``in_axes``; a one-line ``ValueError`` if they disagree or
     an entry is neither 0 nor None.
     """
-    declared = []
-    if not (isinstance(problem.state_axes, int) and problem.state_axes == 0):
-        declared.append(("ControlProblem(state_axes=...)", problem.state_axes))
-    if isinstance(policy, PerSample) and not (isinstance(policy.in_axes, int) and policy.in_axes == 0):
+    declared = [("ControlProblem(state_axes=...)", problem.state_axes)] if _declares(problem.state_axes) else []
+    if isinstance(policy, PerSample) and _declares(policy.in_axes):
         declared.append(("PerSample(in_axes=...)", policy.in_axes))
-    full = [[ax == 0 for ax in _leaf_axes(prefix, x, where)] for where, prefix in declared]
+    full = [_leaf_flags(prefix, x, where) for where, prefix in declared]
     if len(full) == 2 and full[0] != full[1]:
         raise ValueError(
             f"ControlProblem(state_axes={problem.state_axes!r}) and PerSample(in_axes={policy.in_axes!r}) disagree "

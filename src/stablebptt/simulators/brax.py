@@ -18,9 +18,8 @@ is reset inside a rollout; the fixed initial states are the episodes' starts.
 
 from __future__ import annotations
 
-import functools
-
 import contextlib
+import functools
 import io
 import warnings
 from types import ModuleType

@@ -218,6 +218,12 @@ def checkpoint_due(epoch: int, epochs: int, every: int) -> bool:
     return every > 0 and epoch % every == 0 and epoch < epochs
 
 
+def _zero_means_no_gradient(flow: Flow) -> bool:
+    """Whether a zero update of ``flow`` means the loss has no gradient: R's update is the gradient, and C's
+    is zero wherever its reference R is; M's or S's zero update may be the flow's own doing."""
+    return isinstance(flow, Regular) or (isinstance(flow, Combined) and isinstance(flow.reference, Regular))
+
+
 def check_data(policy: Any, problem: ControlProblem, train_x: Any, test_x: Any) -> None:
     """One-line ValueErrors, naming the set, for data that cannot train: float64 arrays while 64-bit
     JAX is off (they would be computed in float32), NaN or infinite values, a layout that the
@@ -449,9 +455,9 @@ def _fit(
             rows.append(row)
             if not row_is_finite(row):
                 diverged[i] = epoch
-        if epoch == 1:  # R's update is the gradient, C's is zero where R's is: zero means nothing to learn
+        if epoch == 1:
             for i, row in enumerate(rows):
-                if row is not None and row["update_sq_norm"] == 0.0 and (isinstance(flows[i], Regular) or (isinstance(flows[i], Combined) and isinstance(flows[i].reference, Regular))):
+                if row is not None and row["update_sq_norm"] == 0.0 and _zero_means_no_gradient(flows[i]):
                     raise ZeroUpdateError(None if n == 1 else i)
         if on_epoch is not None:
             on_epoch(rows)
