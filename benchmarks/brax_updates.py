@@ -18,7 +18,7 @@ import statistics
 import jax
 
 import stablebptt as sb
-from stablebptt.experiments.brax_peer import import_apg
+from stablebptt.paper.brax_peer import import_apg
 from stablebptt.simulators import brax as brax_sim
 from stablebptt.tasks.brax_env import BraxConfig, make_policy
 

@@ -31,12 +31,12 @@ import time
 import jax
 import jax.numpy as jnp
 
-from stablebptt.experiments.bench import matmul_peak
-from stablebptt.experiments.config import RunConfig
-from stablebptt.experiments.single import build
-from stablebptt.flops import program_flops
+from stablebptt.tools.bench import matmul_peak
+from stablebptt.runs.config import RunConfig
+from stablebptt.runs.single import build
+from stablebptt.tools.flops import program_flops
 from stablebptt.training import make_epoch_functions, split_batches
-from stablebptt.updates import trainable
+from stablebptt.engine.updates import trainable
 
 UPDATES = 32
 

@@ -23,7 +23,7 @@ import time
 
 import jax
 
-from stablebptt.checkpointing import segment_length
+from stablebptt.engine.remat import segment_length
 
 
 def measure(steps: int, remat: bool, method: str, repeats: int, backward: str) -> dict:

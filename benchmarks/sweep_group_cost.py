@@ -2,7 +2,7 @@
 
 Trains one group of a paper-scale sweep (256/256 states, batches of 8, the
 runs of one difficulty and method batched) for a few epochs through the very
-code a sweep runs (:func:`stablebptt.experiments.train_group`), and prints the
+code a sweep runs (:func:`stablebptt.sweeps.groups.train_group`), and prints the
 split that every run's ``summary.json`` records (``seconds_split``), plus the
 time spent building and finishing the run folders. The per-epoch parts are
 extrapolated to the protocol's 1000 epochs.
@@ -26,10 +26,10 @@ from pathlib import Path
 import jax
 import numpy as np
 
-from stablebptt.experiments.groups import train_group
-from stablebptt.experiments.presets import parse_levels
-from stablebptt.experiments.single import build, fresh_state
-from stablebptt.experiments.spec import SweepSpec
+from stablebptt.sweeps.groups import train_group
+from stablebptt.sweeps.presets import parse_levels
+from stablebptt.runs.single import build, fresh_state
+from stablebptt.sweeps.spec import SweepSpec
 from stablebptt.training import make_epoch_functions, trainer
 from stablebptt.training.batching import split_batches
 

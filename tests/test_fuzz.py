@@ -25,17 +25,17 @@ class Reached(Exception):
 
 
 WORK = [
-    ("stablebptt.experiments", "train_run"),
-    ("stablebptt.experiments", "compare"),
-    ("stablebptt.experiments", "evaluate_run"),
-    ("stablebptt.experiments.sweep", "run_sweep"),
-    ("stablebptt.experiments.toy", "reproduce_toy"),
-    ("stablebptt.experiments.lq", "run_lq"),
-    ("stablebptt.experiments.brax_peer", "run_peer"),
-    ("stablebptt.experiments.report", "write_report"),
-    ("stablebptt.experiments.bench", "run_bench"),
-    ("stablebptt.experiments.animate", "animate_run"),
-    ("stablebptt.precision", "set_float64"),  # a drawn --x64 must not switch this test process to float64
+    ("stablebptt.runs.single", "train_run"),
+    ("stablebptt.runs.compare", "compare"),
+    ("stablebptt.runs.single", "evaluate_run"),
+    ("stablebptt.sweeps.run", "run_sweep"),
+    ("stablebptt.paper.toy", "reproduce_toy"),
+    ("stablebptt.paper.lq", "run_lq"),
+    ("stablebptt.paper.brax_peer", "run_peer"),
+    ("stablebptt.sweeps.report", "write_report"),
+    ("stablebptt.tools.bench", "run_bench"),
+    ("stablebptt.tools.animate", "animate_run"),
+    ("stablebptt.engine.precision", "set_float64"),  # a drawn --x64 must not switch this test process to float64
 ]
 
 TRICKY = st.sampled_from(

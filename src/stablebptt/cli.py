@@ -1,4 +1,4 @@
-"""The ``stablebptt`` command: a thin shell over :mod:`stablebptt.experiments`.
+"""The ``stablebptt`` command: a thin shell over :mod:`stablebptt.runs`, :mod:`stablebptt.sweeps`, :mod:`stablebptt.paper` and :mod:`stablebptt.tools`.
 
     stablebptt train cartpole --poles 2 --method C --clip none --epochs 1000 --seed 42 --out DIR
     stablebptt compare cartpole --poles 2 --epochs 200 --out DIR
@@ -96,7 +96,7 @@ def _names(kind: str):
     """A comma-separated list of task or method names, checked against the valid ones."""
 
     def parse(text: str) -> list[str]:
-        from .experiments.bench import parse_names
+        from .tools.bench import parse_names
 
         try:
             return parse_names(text, kind)
@@ -107,7 +107,7 @@ def _names(kind: str):
 
 
 def _clips(text: str) -> list[str]:
-    from .optim import CLIP_MODES
+    from .engine.optim import CLIP_MODES
 
     names = [n.strip() for n in text.split(",") if n.strip()]
     bad = [n for n in names if n not in CLIP_MODES]
@@ -124,8 +124,8 @@ def _add_remat_option(p: argparse.ArgumentParser) -> None:
 
 
 def _add_training_options(p: argparse.ArgumentParser, *, with_method: bool) -> None:
-    from .flows import FLOW_NAMES
-    from .optim import ADAM_FORMS, CLIP_MODES
+    from .engine.flows import FLOW_NAMES
+    from .engine.optim import ADAM_FORMS, CLIP_MODES
 
     if with_method:
         p.add_argument("--method", default="C", type=str.upper, choices=FLOW_NAMES, help="gradient flow (default C)")
@@ -264,7 +264,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _config_from_args(args):
-    from .experiments import RunConfig
+    from .runs.config import RunConfig
 
     task_options = {}
     for opt in TASK_OPTIONS[args.task] + COMMON_TASK_OPTIONS:
@@ -279,7 +279,7 @@ def _recorded_config(path: Path, command: str):
     ``compare.json`` (its methods), or a folder holding one; one-line errors naming the file."""
     import json
 
-    from .experiments import RunConfig
+    from .runs.config import RunConfig
 
     path = Path(path)
     if path.is_dir():
@@ -316,8 +316,8 @@ def _default_out(config) -> Path:
 
 
 def _enable_x64_for(run_dir: Path) -> None:
-    from .experiments.rundir import read_config
-    from .precision import set_float64
+    from .runs.rundir import read_config
+    from .engine.precision import set_float64
 
     if Path(run_dir).is_dir() and read_config(run_dir).dtype == "float64":
         set_float64()
@@ -333,10 +333,11 @@ def _refuse_options(args, experiment: str, flags: tuple[str, ...], why: str = ""
 def _reproduce(args) -> int:
     import time
 
-    from .experiments import report, sweep, toy
+    from .sweeps import report, run as sweep
+    from .paper import toy
 
     if args.experiment == "lq":
-        from .experiments.lq import LQSpec, run_lq, table_markdown
+        from .paper.lq import LQSpec, run_lq, table_markdown
 
         _refuse_options(args, "lq", ("--preset", "--seeds", "--backend", "--address", "--levels", "--clips", "--remat", "--env", "--steps", "--n-train", "--checkpoint-every", "--group-by"))
         spec = LQSpec(**({"epochs": args.epochs} if args.epochs else {}), **({"methods": tuple(args.methods)} if args.methods else {}))
@@ -355,7 +356,7 @@ def _reproduce(args) -> int:
         return _reproduce_brax(args)
     _refuse_options(args, args.experiment, ("--env", "--steps", "--n-train"), why="it sets the Brax comparison")
     if args.backend == "ray":
-        from .experiments.ray_backend import RayBackend, import_ray
+        from .sweeps.ray_backend import RayBackend, import_ray
 
         try:
             import_ray()
@@ -392,7 +393,7 @@ def _reproduce(args) -> int:
 
 
 def _reproduce_brax(args) -> int:
-    from .experiments.brax_peer import PeerSpec, run_peer
+    from .paper.brax_peer import PeerSpec, run_peer
 
     _refuse_options(args, "brax", ("--preset", "--levels", "--clips", "--backend", "--address", "--remat", "--x64", "--group-by"))
     options = {"env": args.env, "n_steps": args.steps, "epochs": args.epochs, "n_train": args.n_train}
@@ -410,7 +411,9 @@ def _report(args) -> int:
     on a folder of results, every folder's, then the claims and the READMEs' generated blocks."""
     import json
 
-    from .experiments import brax_peer, claims, report, sweep
+    from .paper import brax_peer
+    from .paper import claims
+    from .sweeps import report, run as sweep
 
     out = args.out
     if (out / sweep.SWEEP_CONFIG).is_file() or (out / brax_peer.PEER_CONFIG).is_file():
@@ -450,13 +453,13 @@ def _report(args) -> int:
 
 def _bench(args) -> int:
     from .atomic import atomic_write_text
-    from .experiments.bench import format_bench_table, run_bench
+    from .tools.bench import format_bench_table, run_bench
 
     def say(line: str) -> None:
         print(line, file=sys.stderr)
 
     if args.out is not None:
-        from .experiments.rundir import check_output_place
+        from .runs.rundir import check_output_place
 
         check_output_place(args.out, "file")
     rows = run_bench(args.tasks, args.methods, epochs=args.epochs, runs=args.runs, dtype="float64" if args.x64 else "float32", say=say)
@@ -470,11 +473,12 @@ def _bench(args) -> int:
 
 
 def _run(args) -> int:
-    from .precision import set_float64
+    from .engine.precision import set_float64
 
     if getattr(args, "x64", False):
         set_float64()
-    from .experiments import compare, evaluate_run, format_table, train_run
+    from .runs.compare import compare, format_table
+    from .runs.single import evaluate_run, train_run
     from .training import NonFiniteLossError
 
     if args.command == "reproduce":
@@ -484,7 +488,7 @@ def _run(args) -> int:
     if args.command == "report":
         return _report(args)
     if args.command == "animate":
-        from .experiments.animate import animate_run
+        from .tools.animate import animate_run
 
         _enable_x64_for(args.run_dir)
         path, frames = animate_run(args.run_dir, args.out, sample=args.sample, fps=args.fps)
@@ -546,7 +550,7 @@ def _main(argv: Sequence[str] | None) -> int:
         args = build_parser().parse_args(argv)
     except SystemExit as exit_:  # --help, or a usage error already printed
         return int(exit_.code or 0)
-    from .experiments import RunDirError
+    from .runs.rundir import RunDirError
     from .simulators import MissingExtraError
 
     _use_compile_cache(args.no_compile_cache)

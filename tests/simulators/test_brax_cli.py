@@ -45,7 +45,7 @@ def test_train_brax_learns(capsys, tmp_path):
     """Inverted pendulum with the state-based loss (its reward is constant), 30 steps: the poles' squared
     angles fall (0.40 to about 0.002 in 3 epochs); a zero or reversed update would not."""
     from stablebptt.cli import main
-    from stablebptt.experiments.rundir import read_metrics
+    from stablebptt.runs.rundir import read_metrics
 
     out = tmp_path / "run"
     argv = ["train", "brax", "--env", "inverted_pendulum", "--loss", "upright", "--steps", "30", "--epochs", "3"]

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 import stablebptt as sb
-from stablebptt.experiments.lq import optimum, polynomial_loss
+from stablebptt.paper.lq import optimum, polynomial_loss
 from stablebptt.tasks import linear
 
 

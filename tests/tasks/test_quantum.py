@@ -153,7 +153,7 @@ def test_bad_settings_and_shapes():
 def test_targets_above_5_do_not_move_and_runs_refuse_them(capsys, tmp_path):
     """The reason for the refusal, measured: from the task's initial states the loss is exactly 128 and R's update tiny."""
     from stablebptt.cli import main
-    from stablebptt.experiments import RunConfig
+    from stablebptt.runs.config import RunConfig
 
     norms = {}
     k_states, k_init = jax.random.split(jax.random.key(42))

@@ -18,8 +18,8 @@ import json
 import jax
 import numpy as np
 import stablebptt as sb
-from stablebptt.experiments import RunConfig
-from stablebptt.experiments.single import build
+from stablebptt.runs.config import RunConfig
+from stablebptt.runs.single import build
 
 assert len(jax.devices()) == 2, jax.devices()
 config = RunConfig(task="cartpole", task_options={"n_poles": 1, "n_steps": 30}, method="C", epochs=3, n_train=32, n_test=16).resolved()

@@ -171,7 +171,7 @@ def test_losses_in_the_epoch_program_equal_the_separate_evaluation(one_pole):
     """The losses after each epoch come from inside the epoch program (training and test set in one rollout
     when they share a shape, vmapped over runs): bit-identical to evaluating each run and set with its own jitted call."""
     from stablebptt.training import evaluate_losses, make_epoch_functions
-    from stablebptt.updates import trainable
+    from stablebptt.engine.updates import trainable
 
     task, policy, train_x, test_x = one_pole
     for sizes in ((32, 32), (32, 16)):  # one rollout of both sets; two rollouts

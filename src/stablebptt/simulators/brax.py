@@ -29,7 +29,7 @@ import equinox as eqx
 import jax
 import jax.numpy as jnp
 
-from ..problem import ControlProblem
+from ..engine.problem import ControlProblem
 from . import require
 
 __all__ = [

@@ -9,7 +9,7 @@ from typing import Any, Callable
 
 import jax
 
-from ..problem import ControlProblem
+from ..engine.problem import ControlProblem
 
 __all__ = ["Task", "bind_task", "check_config", "check_shape"]
 

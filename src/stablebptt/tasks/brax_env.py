@@ -13,7 +13,7 @@ import dataclasses
 
 import jax
 
-from ..networks import DenseNet
+from ..engine.networks import DenseNet
 from ..simulators import brax as brax_sim
 from .base import Task, check_config
 

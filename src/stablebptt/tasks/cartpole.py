@@ -12,7 +12,7 @@ import dataclasses
 import jax
 import jax.numpy as jnp
 
-from ..networks import DenseNet
+from ..engine.networks import DenseNet
 from .base import Task, bind_task, check_config, check_shape
 
 __all__ = ["CartPoleConfig", "step", "loss", "sample_initial_states", "make_policy", "make_task"]

@@ -5,7 +5,7 @@
 controller ``c = θ · x`` (a gain ``θ`` of shape ``(1, 2)``, no bias), and the
 loss ``mean |x_n|² + ρ · Σ_i mean c_i²`` over a fixed set of initial states.
 The loss is a polynomial in ``θ``, so its minimum can be found without the
-training code (:mod:`stablebptt.experiments.lq`).
+training code (:mod:`stablebptt.paper.lq`).
 
 With ``ρ = 0`` (``control_cost``) the loss reaches 0 at the deadbeat gain
 (``(A + Bθ)² = 0``: every start is at rest in the origin after two steps);

@@ -21,7 +21,7 @@ import jax.numpy as jnp
 import numpy as np
 from jax.lax.linalg import tridiagonal_solve
 
-from ..networks import Conv, Dense, glorot_uniform
+from ..engine.networks import Conv, Dense, glorot_uniform
 from .base import Task, bind_task, check_config, check_shape
 
 __all__ = [
@@ -159,7 +159,7 @@ def check_learnable(target: int) -> None:
     higher is zero to float32 precision: the loss starts at exactly 128 (1 per
     sample, 128 steps) and the first update's norm is 4e-8 at target 6 and
     falls below 1e-9 further up (5e-6 at target 5), so nothing would be learned.
-    A :class:`~stablebptt.experiments.RunConfig` (every CLI run, compare and
+    A :class:`~stablebptt.runs.config.RunConfig` (every CLI run, compare and
     sweep) trains from those states and refuses such targets; the task itself
     accepts them for initial states of your own.
     """

@@ -13,9 +13,9 @@ import dataclasses
 import jax
 import jax.numpy as jnp
 
-from ..flows import combine_by_sign
-from ..networks import FunctionPolicy
-from ..problem import ControlProblem
+from ..engine.flows import combine_by_sign
+from ..engine.networks import FunctionPolicy
+from ..engine.problem import ControlProblem
 
 __all__ = ["Figure1Config", "figure1_problem", "figure1_policy", "quadratic_loss", "gradient_field", "rotated_field", "combined_field"]
 

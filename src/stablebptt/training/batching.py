@@ -31,7 +31,7 @@ def batch_count(n_samples: int, batch_size: int) -> int:
 
 def sample_count(x: Any, batched: Sequence[bool] | None = None, name: str = "set") -> int:
     """The number of samples of the states ``x``: the common length of axis 0 of every leaf that has a
-    sample axis (``batched``: a flag per leaf, as :func:`stablebptt.problem.sample_axes` gives; None: every leaf).
+    sample axis (``batched``: a flag per leaf, as :func:`stablebptt.engine.problem.sample_axes` gives; None: every leaf).
 
     A one-line ValueError names the first leaf (its path, shape and dtype) that has no axis 0 or
     another length, and the fix.

@@ -29,10 +29,10 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
-from ..flows import Combined, Flow, Regular, stack_flows
-from ..problem import ControlProblem, sample_axes
-from ..rollout import rollout_loss
-from ..updates import Backward, SharedBackward, trainable, value_and_update
+from ..engine.flows import Combined, Flow, Regular, stack_flows
+from ..engine.problem import ControlProblem, sample_axes
+from ..engine.rollouts import rollout_loss
+from ..engine.updates import Backward, SharedBackward, trainable, value_and_update
 from .batching import batch_count, sample_count, split_batches
 from .sharding import data_mesh, replicate, shard_leading
 
@@ -133,7 +133,7 @@ def make_epoch_functions(
 
     ``train_epoch(params, opt_state, batches, flow=flow)``: with ``flow=None``
     here, the flow must be passed to every call (e.g. a traced, vmapped
-    :class:`~stablebptt.flows.Schedule`).
+    :class:`~stablebptt.engine.flows.Schedule`).
     """
     _, static = trainable(policy)
 
@@ -302,7 +302,7 @@ def _epoch_program(fns: EpochFunctions, flows: Sequence[Flow], n_steps: int, n_r
     ``jit``); several runs of one flow ``vmap`` over parameters, optimizer
     states and data with the flow fixed (its concrete gates let M and S skip
     network Jacobians); runs of different flows also ``vmap`` over the
-    flows' stacked :class:`~stablebptt.flows.Schedule`.
+    flows' stacked :class:`~stablebptt.engine.flows.Schedule`.
     """
     shared = _one_flow(flows)
     if shared is not None and n_runs == 1:
@@ -554,7 +554,7 @@ def train_batched(
 
     ``flow``: one flow for every run, or one per run (e.g. ``[R(), M(), C()]``):
     runs of different flows train side by side as stacked
-    :class:`~stablebptt.flows.Schedule` values, every run with as many
+    :class:`~stablebptt.engine.flows.Schedule` values, every run with as many
     backward passes as the flow that needs most.
 
     ``optimizers`` must come from :func:`stablebptt.make_optimizer` with the

@@ -1,0 +1,1 @@
+"""The paper's own reproductions: the toy figures, the linear-quadratic fixed points, the Brax peer comparison."""

@@ -1,0 +1,1 @@
+"""Runs on disk: configuration, run folders, resume, one run, and comparisons of methods."""

@@ -1,0 +1,149 @@
+"""The resolved configuration of one training run (what ``config.json`` holds)."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+from typing import Any, Mapping
+
+import jax
+
+from ..engine.remat import check_remat, segment_length
+from ..engine.flows import Flow, flow_from_name
+from ..engine.optim import ADAM_FORMS, CLIP_MODES, make_optimizer
+from ..tasks import Task, make_task, task_config
+from ..tasks.quantum import check_learnable
+from ..training.batching import batch_count
+from ..engine.updates import SharedBackward
+
+__all__ = ["RunConfig", "DTYPES"]
+
+DTYPES = ("float32", "float64")
+
+
+def _positive_int(name: str, value: Any) -> None:
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise ValueError(f"{name}={value!r}; expected a positive integer")
+
+
+@dataclasses.dataclass(frozen=True)
+class RunConfig:
+    """Everything that determines a run's numbers.
+
+    ``task_options`` overrides the task configuration's defaults (e.g.
+    ``{"n_poles": 2}``); :meth:`resolved` fills in every field so that the
+    JSON names all constants. The same config gives identical numbers on the
+    same machine type and close ones on another CPU.
+    ``remat``: steps per checkpointed rollout segment (0: none; ``True``:
+    ``ceil(√n_steps)``, spelled out by :meth:`resolved`).
+    """
+
+    task: str = "cartpole"
+    task_options: dict = dataclasses.field(default_factory=dict)
+    method: str = "C"
+    clip: str = "none"
+    epochs: int = 1000
+    seed: int = 42
+    learning_rate: float = 1e-3
+    batch_size: int = 8
+    n_train: int = 256
+    n_test: int = 256
+    adam: str = "keras"
+    dtype: str = "float32"
+    remat: bool | int = 0
+
+    def __post_init__(self):
+        object.__setattr__(self, "method", str(self.method).upper())
+        flow_from_name(self.method)
+        if self.clip not in CLIP_MODES:
+            raise ValueError(f"unknown clip mode {self.clip!r}; choose one of {', '.join(CLIP_MODES)}")
+        if self.adam not in ADAM_FORMS:
+            raise ValueError(f"unknown Adam form {self.adam!r}; choose one of {', '.join(ADAM_FORMS)}")
+        if self.dtype not in DTYPES:
+            raise ValueError(f"unknown dtype {self.dtype!r}; choose one of {', '.join(DTYPES)}")
+        for name in ("epochs", "batch_size", "n_train", "n_test"):
+            _positive_int(name.replace("_", "-"), getattr(self, name))
+        if isinstance(self.seed, bool) or not isinstance(self.seed, int) or self.seed < 0:
+            raise ValueError(f"seed={self.seed!r}; expected a non-negative integer")
+        lr = self.learning_rate
+        if isinstance(lr, bool) or not isinstance(lr, (int, float)) or not math.isfinite(lr) or lr <= 0:
+            raise ValueError(f"learning rate {lr!r} must be a positive finite number")
+        batch_count(self.n_train, self.batch_size)  # the batch must fit the training set and divide it
+        task = task_config(self.task, **self.task_options)  # validates task name and options
+        if self.task == "quantum":  # a run trains from the task's own initial states, from which targets above 5 do not move
+            check_learnable(task.target)
+        check_remat(self.remat)
+
+    def resolved(self) -> "RunConfig":
+        """The same run with every task option and the checkpoint segment length spelled out."""
+        task = task_config(self.task, **self.task_options)
+        remat = segment_length(task.n_steps, self.remat) or 0
+        return dataclasses.replace(self, task_options=dataclasses.asdict(task), remat=remat)
+
+    @classmethod
+    def from_options(cls, options: Mapping[str, Any] | None = None, **fields: Any) -> "RunConfig":
+        """The one way to build a run's configuration from options, resolved (:meth:`resolved`).
+
+        ``options``: any mapping of settings (parsed command-line options, a
+        sweep's settings); its keys that name a field and are not None are
+        taken, other keys are ignored. ``fields`` are set on top. Fields
+        given nowhere keep their defaults.
+        """
+        known = {f.name for f in dataclasses.fields(cls)}
+        chosen = {k: v for k, v in dict(options or {}).items() if k in known and v is not None}
+        chosen.update(fields)
+        return cls(**chosen).resolved()
+
+    def replace(self, **changes: Any) -> "RunConfig":
+        return dataclasses.replace(self, **changes)
+
+    # --- building blocks -------------------------------------------------
+    def make_task(self) -> Task:
+        return make_task(self.task, **self.task_options)
+
+    def flow(self) -> Flow:
+        return flow_from_name(self.method)
+
+    def backward(self, task: Task) -> SharedBackward:
+        """The backward pass of this run on ``task`` (built from this config)."""
+        return SharedBackward(remat=self.remat, batch_lanes=task.batch_lanes)
+
+    def optimizer(self):
+        return make_optimizer(self.clip, self.learning_rate, adam=self.adam)
+
+    def jnp_dtype(self):
+        if self.dtype == "float64" and not jax.config.read("jax_enable_x64"):
+            raise ValueError(
+                "dtype float64 needs 64-bit JAX: pass --x64, or call stablebptt.set_float64() (or use 'with stablebptt.float64():') first"
+            )
+        return {"float32": jax.numpy.float32, "float64": jax.numpy.float64}[self.dtype]
+
+    # --- JSON ----------------------------------------------------------
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self.resolved())
+
+    def to_json(self) -> str:
+        return json.dumps(self.to_dict(), indent=2, sort_keys=True)
+
+    @classmethod
+    def from_dict(cls, data: dict) -> "RunConfig":
+        known = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(data) - known)
+        if unknown:
+            raise ValueError(f"config has unknown setting {unknown[0]!r}")
+        return cls(**data)
+
+    def differences(self, other: "RunConfig") -> list[str]:
+        """Names of the settings (``task_options.x`` for task options) where two configs differ."""
+        a, b = self.to_dict(), other.to_dict()
+        out = []
+        for key in sorted(set(a) | set(b)):
+            if key == "task_options" and isinstance(a.get(key), dict) and isinstance(b.get(key), dict):
+                for sub in sorted(set(a[key]) | set(b[key])):
+                    if a[key].get(sub) != b[key].get(sub):
+                        out.append(f"task_options.{sub} ({a[key].get(sub)!r} vs {b[key].get(sub)!r})")
+            elif a.get(key) != b.get(key):
+                out.append(f"{key} ({a.get(key)!r} vs {b.get(key)!r})")
+        return out
+

@@ -1,0 +1,267 @@
+"""Run directories: the unit of results.
+
+A run is written into a hidden sibling ``.NAME.partial`` and renamed to
+``NAME`` when it ends (finished or diverged), so a killed run never looks
+finished and never damages the run that ``NAME`` held before.
+
+Files: ``config.json`` (resolved configuration), ``metrics.csv`` (one row per
+epoch, header = :data:`stablebptt.training.METRIC_COLUMNS`), ``params.eqx``
+(the trained controller, :func:`equinox.tree_serialise_leaves`),
+``learning_curve.png`` and ``summary.json`` (status, initial and final losses).
+While it trains, the partial folder also holds ``checkpoint.eqx`` (see
+:mod:`stablebptt.runs.resume`): a killed run continues from there.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import math
+import os
+import shutil
+import tempfile
+from pathlib import Path
+from typing import Any, Iterable
+
+from ..atomic import atomic_write_text
+from ..training import METRIC_COLUMNS
+from .config import RunConfig
+
+__all__ = [
+    "CONFIG",
+    "METRICS",
+    "PARAMS",
+    "CURVE",
+    "SUMMARY",
+    "CHECKPOINT",
+    "RunDirError",
+    "check_output_place",
+    "partial_path",
+    "csv_text",
+    "MetricsWriter",
+    "read_metrics",
+    "read_config",
+    "read_summary",
+    "claimed_by",
+    "refuse_other_settings",
+    "existing_run_state",
+    "finalize",
+]
+
+CONFIG = "config.json"
+METRICS = "metrics.csv"
+PARAMS = "params.eqx"
+CHECKPOINT = "checkpoint.eqx"
+CURVE = "learning_curve.png"
+SUMMARY = "summary.json"
+
+
+class RunDirError(ValueError):
+    """A run directory cannot be used as asked."""
+
+
+def check_output_place(path: Path, kind: str = "directory", flag: str = "--out") -> None:
+    """Raise :class:`RunDirError` unless ``path`` can be written as ``kind`` (``"directory"`` or ``"file"``).
+
+    Creates the missing parent folders and proves by writing a probe file that
+    the parent is writable (a permission check alone would pass for root on a
+    read-only file system), so a long computation never ends in a failed write.
+    """
+    path = Path(path)
+    for above in path.parents:
+        if above.exists() and not above.is_dir():
+            raise RunDirError(f"{flag} {path}: {above} is a file, not a folder; choose another {flag}")
+    if kind == "directory" and path.exists() and not path.is_dir():
+        raise RunDirError(f"{flag} {path} is a file, not a directory; choose another {flag}")
+    if kind == "file" and path.is_dir():
+        raise RunDirError(f"{flag} {path} is a directory; give a file name")
+    parent = path.parent
+    try:
+        parent.mkdir(parents=True, exist_ok=True)
+        fd, probe = tempfile.mkstemp(dir=parent, prefix=".stablebptt-probe-")
+        os.close(fd)
+        os.unlink(probe)
+    except OSError as err:
+        raise RunDirError(f"{flag} {path} cannot be written ({err.strerror}: {err.filename or parent}); choose another {flag}") from None
+
+
+def partial_path(out: Path) -> Path:
+    """Where a run into ``out`` is written until it ends."""
+    out = Path(out)
+    return out.parent / f".{out.name}.partial"
+
+
+def _format(value: Any) -> str:
+    if isinstance(value, float):
+        return "nan" if math.isnan(value) else repr(value)
+    return str(value)
+
+
+def csv_text(columns: Iterable[str], rows: Iterable[dict]) -> str:
+    """A CSV table (header, then one line per row) with floats written to full precision."""
+    columns = tuple(columns)
+    buf = io.StringIO()
+    writer = csv.writer(buf)
+    writer.writerow(columns)
+    for row in rows:
+        writer.writerow([_format(row[c]) for c in columns])
+    return buf.getvalue()
+
+
+class MetricsWriter:
+    """Appends one CSV row per epoch and flushes it, so a crash keeps every finished epoch."""
+
+    def __init__(self, path: Path, columns: Iterable[str] = METRIC_COLUMNS, *, rows: Iterable[dict] = ()):
+        """A new file at ``path`` holding the header and ``rows`` (those of a run being continued)."""
+        self.columns = tuple(columns)
+        atomic_write_text(path, csv_text(self.columns, rows))
+        self._file = open(path, "a", newline="", encoding="utf-8")
+        self._writer = csv.writer(self._file)
+
+    def write(self, row: dict) -> None:
+        self._writer.writerow([_format(row[c]) for c in self.columns])
+        self._file.flush()
+
+    def close(self) -> None:
+        self._file.close()
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
+
+
+def read_metrics(path: Path) -> list[dict]:
+    """Rows of a ``metrics.csv`` with numbers parsed (``epoch`` as int); :class:`RunDirError` if damaged."""
+    try:
+        with open(path, newline="", encoding="utf-8") as f:
+            rows = list(csv.DictReader(f))
+        return [{k: (int(v) if k == "epoch" else float(v)) for k, v in row.items()} for row in rows]
+    except FileNotFoundError:
+        raise RunDirError(f"{path} is missing; the run did not write its metrics: train it again") from None
+    except (OSError, UnicodeDecodeError, csv.Error, TypeError, ValueError) as err:
+        raise RunDirError(f"{path} is damaged ({err}); train the run again or restore the file") from None
+
+
+def read_config(run_dir: Path) -> RunConfig:
+    path = Path(run_dir) / CONFIG
+    if not path.is_file():
+        raise RunDirError(f"{run_dir} holds no {CONFIG}; is it a directory written by 'stablebptt train'?")
+    try:
+        return RunConfig.from_dict(json.loads(path.read_text(encoding="utf-8")))
+    except (json.JSONDecodeError, TypeError, ValueError) as err:
+        raise RunDirError(f"{path} is not a valid run configuration: {err}") from None
+
+
+def read_summary(run_dir: Path) -> dict | None:
+    path = Path(run_dir) / SUMMARY
+    if not path.is_file():
+        return None
+    try:
+        summary = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as err:
+        raise RunDirError(f"{path} is damaged ({err}); train the run again or restore the file") from None
+    if not isinstance(summary, dict):
+        raise RunDirError(f"{path} is not a run summary; train the run again or restore the file")
+    return summary
+
+
+def claimed_by(out: Path, marker: str, what: str) -> bool:
+    """Whether ``out`` already holds results marked by the file ``marker`` (e.g. ``config.json``).
+
+    False for a missing or empty folder; raises :class:`RunDirError` if ``out``
+    is a file or a non-empty folder without ``marker`` (something else lives there).
+    """
+    out = Path(out)
+    if out.exists() and not out.is_dir():
+        raise RunDirError(f"--out {out} is a file, not a directory; choose another --out")
+    if not out.exists() or not any(out.iterdir()):
+        return False
+    if not (out / marker).is_file():
+        raise RunDirError(f"--out {out} is not empty and holds no {what}; choose another --out")
+    return True
+
+
+def _flat(settings: dict, prefix: str = "") -> dict:
+    """``{"base": {"epochs": 2}}`` → ``{"base.epochs": 2}``, so that a difference names the setting itself."""
+    flat = {}
+    for key, value in settings.items():
+        if isinstance(value, dict) and value:
+            flat.update(_flat(value, f"{prefix}{key}."))
+        else:
+            flat[f"{prefix}{key}"] = value
+    return flat
+
+
+def refuse_other_settings(
+    out: Path, marker: str, what: str, settings: dict, *, overwrite: bool | None = None, ignore: Iterable[str] = ()
+) -> None:
+    """Raise :class:`RunDirError` unless ``out`` is free or its ``marker`` JSON holds exactly ``settings``
+    (the top-level keys in ``ignore`` aside).
+
+    The one "is this folder mine?" check of sweeps, comparisons and the Brax
+    comparison. The error names the first settings that differ
+    (``epochs (2 vs 3)``) and the ways out. ``overwrite``: None if the command
+    cannot replace what is there; False/True for commands with ``--overwrite``
+    (True: the folder's settings are to be replaced, nothing is raised).
+    """
+    out = Path(out)
+    if not claimed_by(out, marker, what):
+        return
+    try:
+        old = json.loads((out / marker).read_text(encoding="utf-8"))
+    except (json.JSONDecodeError, UnicodeDecodeError) as err:
+        raise RunDirError(f"{out / marker} is not a valid {what} description ({err}); choose another --out") from None
+    if not isinstance(old, dict):
+        raise RunDirError(f"{out / marker} is not a valid {what} description; choose another --out")
+    ignore = set(ignore)
+    old, new = (_flat({k: v for k, v in d.items() if k not in ignore}) for d in (old, settings))
+    diffs = [f"{k} ({old.get(k)!r} vs {new.get(k)!r})" for k in sorted(set(old) | set(new)) if old.get(k) != new.get(k)]
+    if diffs and not overwrite:
+        fix = "pass --overwrite to replace it" if overwrite is not None else "run the same command as before to continue it"
+        raise RunDirError(f"--out {out} holds a {what} with different settings: {'; '.join(diffs[:3])}; {fix}, or choose another --out")
+
+
+def existing_run_state(out: Path, config: RunConfig, overwrite: bool) -> str:
+    """What ``out`` holds, relative to a run of ``config`` that wants to go there.
+
+    Returns ``"empty"`` (nothing there), ``"same"`` (this very run, finished) or
+    ``"replace"`` (a run that may be replaced: ``overwrite`` was given, or it is
+    an unfinished copy of this run). Raises :class:`RunDirError` for a
+    different run without ``overwrite`` and for a directory that holds no run.
+    """
+    out = Path(out)
+    if not claimed_by(out, CONFIG, "stablebptt run"):
+        return "empty"
+    existing = read_config(out)
+    diffs = existing.differences(config)
+    if diffs:
+        if overwrite:
+            return "replace"
+        raise RunDirError(
+            f"--out {out} already holds a different run (differs in {'; '.join(diffs[:3])}); "
+            "pass --overwrite to replace it or choose another --out"
+        )
+    try:
+        summary = read_summary(out)
+    except RunDirError:
+        summary = None  # a damaged summary: the run is trained again
+    if summary is not None and summary.get("status") in ("finished", "diverged") and not overwrite:
+        return "same"
+    return "replace"
+
+
+def finalize(partial: Path, out: Path) -> None:
+    """Move a completed ``partial`` directory to ``out``, replacing what ``out`` held."""
+    partial, out = Path(partial), Path(out)
+    old = None
+    if out.exists():
+        old = out.parent / f".{out.name}.old-{os.getpid()}"
+        if old.exists():
+            shutil.rmtree(old)
+        os.replace(out, old)
+    os.replace(partial, out)
+    if old is not None:
+        shutil.rmtree(old, ignore_errors=True)

@@ -1,0 +1,1 @@
+"""Tools around runs: the epoch benchmark, FLOP counting, animations."""

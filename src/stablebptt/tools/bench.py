@@ -1,0 +1,232 @@
+"""Throughput of training: seconds per epoch, updates per second, FLOPs and the share of a matmul peak.
+
+Every task × method is timed at the paper's settings (256 training states,
+mini-batches of 8, 32 updates per epoch, each task's default difficulty): the
+epoch program is compiled ahead of time, run once to warm up, then the median
+of ``epochs`` runs is taken.
+
+FLOPs come from :mod:`stablebptt.tools.flops`.
+"""
+
+from __future__ import annotations
+
+import math
+import statistics
+import time
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+
+from .flops import program_flops
+from ..engine.flows import FLOW_NAMES
+from ..tasks import DIFFICULTY, TASKS
+from ..training import make_epoch_functions, split_batches
+from ..engine.updates import trainable
+from ..runs.config import RunConfig
+from ..runs.single import build
+
+__all__ = [
+    "format_bench_table",
+    "matmul_peak",
+    "parse_names",
+    "run_bench",
+]
+
+# --- matmul peak -------------------------------------------------------------
+def _default_matmul_size(platform: str) -> int:
+    return 1024 if platform == "cpu" else 8192
+
+
+def matmul_peak(
+    dtype: str = "float32", *, size: int | None = None, repeats: int = 5
+) -> dict:
+    """Speed of one jitted ``size × size`` matrix product on the default device.
+
+    Returns ``{"size", "seconds", "gflops_per_second"}``: the median time of
+    ``repeats`` calls after one warm-up [s] and ``2·size³ / seconds / 1e9``.
+    ``size`` defaults to 1024 on CPU and 8192 on accelerators.
+    """
+    size = size or _default_matmul_size(jax.devices()[0].platform)
+    ka, kb = jax.random.split(jax.random.key(0))
+    a = jax.random.normal(ka, (size, size), dtype)
+    b = jax.random.normal(kb, (size, size), dtype)
+    matmul = jax.jit(jnp.matmul).lower(a, b).compile()
+    jax.block_until_ready(matmul(a, b))
+    seconds = statistics.median(_timed(lambda: matmul(a, b)) for _ in range(repeats))
+    return {
+        "size": size,
+        "seconds": seconds,
+        "gflops_per_second": 2.0 * size**3 / seconds / 1e9,
+    }
+
+
+def _timed(call: Callable[[], Any]) -> float:
+    start = time.perf_counter()
+    jax.block_until_ready(call())
+    return time.perf_counter() - start
+
+
+# --- the benchmark -------------------------------------------------------------
+def parse_names(text: str | Sequence[str], kind: str) -> list[str]:
+    """``"cartpole,quantum"`` (or a list) to validated names; ``kind`` is ``"task"`` or ``"method"``.
+
+    Raises a one-line ValueError naming the valid choices.
+    """
+    valid = tuple(TASKS) if kind == "task" else FLOW_NAMES
+    items = text.split(",") if isinstance(text, str) else list(text)
+    names = [str(n).strip() for n in items if str(n).strip()]
+    names = [n.upper() for n in names] if kind == "method" else names
+    if not names:
+        raise ValueError(f"no {kind} given; choose from {', '.join(valid)}")
+    for name in names:
+        if name not in valid:
+            raise ValueError(f"unknown {kind} {name!r}; choose from {', '.join(valid)}")
+    return list(dict.fromkeys(names))
+
+
+def _time_epochs(
+    compiled: Any, params: Any, opt_state: Any, batches: Any, epochs: int
+) -> list[float]:
+    """Seconds of ``epochs`` consecutive epochs after one warm-up epoch; training state carried on."""
+    times = []
+    for i in range(epochs + 1):
+        start = time.perf_counter()
+        params, opt_state, stats = compiled(params, opt_state, batches)
+        jax.block_until_ready((params, opt_state, stats))
+        if i:
+            times.append(time.perf_counter() - start)
+    return times
+
+
+def run_bench(
+    tasks: str | Sequence[str] = ("cartpole", "repulsion", "quantum"),
+    methods: str | Sequence[str] = ("R", "M", "C", "S"),
+    *,
+    epochs: int = 3,
+    dtype: str = "float32",
+    n_train: int = 256,
+    batch_size: int = 8,
+    task_options: dict[str, dict] | None = None,
+    runs: int = 1,
+    peak: dict | None = None,
+    say: Callable[[str], None] | None = None,
+) -> list[dict]:
+    """Time one epoch of every task × method; one dict per pair.
+
+    Args:
+        tasks, methods: names (or comma-separated strings) to benchmark.
+        epochs: timed epochs per pair (after one warm-up epoch); the median is reported.
+        dtype: ``"float32"`` or ``"float64"`` (needs 64-bit JAX enabled).
+        n_train, batch_size: training states and samples per update (the paper: 256, 8).
+        task_options: per task, overrides of its configuration (e.g. ``{"cartpole": {"n_steps": 10}}``).
+        runs: how many runs train together as one ``vmap``ped program, as in a
+            sweep group (1: a single run). Seconds are per epoch of all of
+            them; updates/s and GFLOP/s count every run's work.
+        peak: a :func:`matmul_peak` result to compare with; measured here if None.
+        say: called with a line of progress after each pair.
+
+    Returns:
+        Rows with ``task, difficulty, n_steps, method, runs, updates_per_epoch,
+        seconds_per_epoch`` [s], ``updates_per_second``, ``compile_seconds``
+        [s], ``flops_per_epoch`` [FLOP], ``gflops_per_second``,
+        ``peak_gflops_per_second``, ``peak_fraction`` and the ``device``,
+        ``dtype``, ``jax_version``, ``n_train``, ``batch_size``, ``epochs`` and
+        ``peak_size`` of the measurement.
+    """
+    for name, value in (("epochs", epochs), ("runs", runs)):
+        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+            raise ValueError(f"{name}={value!r}; expected a positive integer")
+    tasks, methods = parse_names(tasks, "task"), parse_names(methods, "method")
+    task_options = task_options or {}
+    settings = dict(dtype=dtype, n_train=n_train, batch_size=batch_size)
+    configs = [RunConfig.from_options(settings, task=t, task_options=task_options.get(t, {}), method=m) for t in tasks for m in methods]
+    # a float64 run without 64-bit JAX fails here, before any work
+    configs[0].jnp_dtype()
+    peak = peak or matmul_peak(dtype)
+    device = jax.devices()[0]
+    rows = []
+    for config in configs:
+        setup = build(config)
+        flow, optimizer = config.flow(), config.optimizer()
+        fns = make_epoch_functions(setup.policy, setup.task.problem, flow, optimizer)
+        params, _ = trainable(setup.policy)
+        opt_state = optimizer.init(params)
+        batches = split_batches(setup.train_x, config.batch_size)
+        epoch_fn = fns.train_epoch
+        if runs > 1:  # copies of the run, as one vmapped program (identical copies are computed like any others)
+            params, opt_state, batches = jax.tree.map(lambda a: jnp.stack([a] * runs), (params, opt_state, batches))
+            epoch_fn = jax.vmap(fns.train_epoch)
+        start = time.perf_counter()
+        compiled = jax.jit(epoch_fn).lower(params, opt_state, batches).compile()
+        compile_seconds = time.perf_counter() - start
+        seconds = statistics.median(
+            _time_epochs(compiled, params, opt_state, batches, epochs)
+        )
+        flops = program_flops(epoch_fn, params, opt_state, batches)
+        updates = config.n_train // config.batch_size
+        knob = DIFFICULTY[config.task]
+        row = {
+            "task": config.task,
+            "difficulty": f"{knob}={config.task_options[knob]}",
+            "n_steps": config.task_options["n_steps"],
+            "method": config.method,
+            "runs": runs,
+            "updates_per_epoch": updates,
+            "seconds_per_epoch": seconds,
+            "updates_per_second": runs * updates / seconds,
+            "compile_seconds": compile_seconds,
+            "flops_per_epoch": flops,
+            "gflops_per_second": flops / seconds / 1e9,
+            "peak_gflops_per_second": peak["gflops_per_second"],
+            "peak_fraction": flops / seconds / 1e9 / peak["gflops_per_second"],
+            "device": f"{device.device_kind} ({device.platform})",
+            "dtype": config.dtype,
+            "jax_version": jax.__version__,
+            "n_train": config.n_train,
+            "batch_size": config.batch_size,
+            "epochs": epochs,
+            "peak_size": peak["size"],
+        }
+        rows.append(row)
+        if say is not None:
+            say(
+                f"{config.task} {config.method}: {seconds:.4g} s/epoch, {row['gflops_per_second']:.3g} GFLOP/s"
+            )
+    return rows
+
+
+def _num(x: float) -> str:
+    """Four significant digits, never in exponent notation (more digits for large numbers)."""
+    if not math.isfinite(x) or x == 0:
+        return str(x)
+    return f"{x:.{max(0, 3 - math.floor(math.log10(abs(x))))}f}"
+
+
+def format_bench_table(rows: Sequence[dict]) -> str:
+    """The rows of :func:`run_bench` as markdown: a header naming device, dtype and JAX, then the table."""
+    if not rows:
+        raise ValueError("no benchmark rows to format")
+    first = rows[0]
+    size = first["peak_size"]
+    epochs = f"{first['epochs']} timed epoch" + ("s" if first["epochs"] != 1 else "")
+    lines = [
+        "# stablebptt bench",
+        "",
+        f"device: {first['device']}; dtype {first['dtype']}; JAX {first['jax_version']}  ",
+        f"matmul peak: {_num(first['peak_gflops_per_second'])} GFLOP/s ({size}×{size} {first['dtype']} matrix product)  ",
+        f"settings: {first['n_train']} training states, mini-batches of {first['batch_size']}, "
+        + f"{first['updates_per_epoch']} updates per epoch and run; median of {epochs} after one warm-up epoch; "
+        + "runs: trained together as one vmapped program",
+        "",
+        "| task | difficulty | steps | method | runs | s/epoch | updates/s | GFLOP/epoch | GFLOP/s | % of peak |",
+        "|---|---|---:|---|---:|---:|---:|---:|---:|---:|",
+    ]
+    for r in rows:
+        lines.append(
+            f"| {r['task']} | {r['difficulty']} | {r['n_steps']} | {r['method']} | {r['runs']} | {_num(r['seconds_per_epoch'])} "
+            f"| {_num(r['updates_per_second'])} | {_num(r['flops_per_epoch'] / 1e9)} | {_num(r['gflops_per_second'])} "
+            f"| {_num(100 * r['peak_fraction'])} |"
+        )
+    return "\n".join(lines) + "\n"

@@ -1,0 +1,52 @@
+"""The committed results: every table is derived from the committed per-run files by the report code."""
+
+from __future__ import annotations
+
+import csv
+import json
+import shutil
+from pathlib import Path
+
+import pytest
+
+from stablebptt.cli import main
+from stablebptt.sweeps.spec import finished_runs, read_sweep
+
+RESULTS = Path(__file__).resolve().parents[2] / "results"
+FOLDERS = sorted(p.parent for p in [*RESULTS.glob("*/sweep.json"), *RESULTS.glob("brax/*/peer.json")])
+
+
+def test_there_are_committed_results():
+    assert {p.name for p in FOLDERS} >= {"cartpole", "repulsion", "quantum", "inverted_double_pendulum", "reacher"}
+    # clip none is complete: 4 levels × 4 methods × 3 seeds; quantum 3 targets × 4 methods × 1 seed
+    for name, runs in (("cartpole", 48), ("repulsion", 48), ("quantum", 12)):
+        spec = read_sweep(RESULTS / name)
+        assert spec.preset == "paper" and spec.epochs == 1000
+        finished = finished_runs(spec, RESULTS / name)
+        assert len([run for run in finished if run.clip == "none"]) == runs
+        # every committed run is one of the sweep's runs and is accepted as finished by the code on main
+        held = {run.path for run in finished}
+        on_disk = {str(p.parent.relative_to(RESULTS / name)) for p in (RESULTS / name).rglob("summary.json")}
+        assert on_disk == held
+
+
+@pytest.mark.parametrize("folder", FOLDERS, ids=lambda p: p.name)
+def test_report_regenerates_the_committed_table(folder, tmp_path, capsys):
+    copy = tmp_path / folder.name
+    shutil.copytree(folder, copy, ignore=shutil.ignore_patterns("params.eqx", "*.png", "*.gif", "table.*"))
+    assert main(["report", str(copy)]) == 0
+    assert "table and figure in" in capsys.readouterr().out
+    assert (copy / "table.csv").read_text(encoding="utf-8") == (folder / "table.csv").read_text(encoding="utf-8")
+    assert (copy / "table.md").read_text(encoding="utf-8") == (folder / "table.md").read_text(encoding="utf-8")
+    assert (copy / "figure.png").stat().st_size > 0
+    # the table counts exactly the runs that wrote a summary
+    rows = list(csv.DictReader((folder / "table.csv").open(encoding="utf-8")))
+    summaries = [json.loads(p.read_text()) for p in folder.rglob("summary.json")]
+    apg_runs = len(list(folder.glob("apg/*.json")))  # a Brax comparison's APG runs write one file each
+    assert sum(int(r["seeds"]) for r in rows) == len([s for s in summaries if s["status"] in ("finished", "diverged")]) + apg_runs
+
+
+def test_report_on_a_folder_without_settings_is_one_line(tmp_path, capsys):
+    assert main(["report", str(tmp_path)]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.count("\n") == 0 and "holds neither sweep.json nor peer.json" in err
