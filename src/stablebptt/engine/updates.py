@@ -49,8 +49,9 @@ __all__ = [
 class AbstractBackward(eqx.Module):
     """How the backward passes of a flow are computed: the extension point for new strategies.
 
-    A subclass implements :meth:`value_and_grads`, for example (one
-    ``jax.value_and_grad`` per lane)::
+    A subclass implements :meth:`value_and_grads`, for example one
+    ``jax.value_and_grad`` per lane of
+    :func:`stablebptt.engine.rollouts.gated_loss`::
 
         class PerLane(stablebptt.AbstractBackward):
             def value_and_grads(self, apply, params, problem, x0, net_gates, sim_gates, *, network_lanes=None):
