@@ -178,7 +178,8 @@ class AbstractFlow(eqx.Module):
         """Gates ``(net, sim)``, each of shape ``(n_passes, n_steps)``."""
 
     def combine(self, grads: Any) -> Any:
-        """Turn the stacked gradients (leading axis ``n_passes``) into one update."""
+        """The update from the stacked gradients (leading axis ``n_passes``): lane 0, or, where the flow
+        is ``combined``, lane 0's components whose sign agrees with lane 1's (:func:`combine_by_sign`)."""
         if self.n_passes == 1:
             return lane(grads, 0)
         first = lane(grads, 0)
