@@ -2,9 +2,9 @@
 # so `stablebptt --help` answers before JAX is imported), and type checkers read them as a stub.
 from . import engine, paper, plots, runs, simulators, sweeps, tasks, tools, training
 from .engine.flows import (
+    AbstractFlow,
     C,
     Combined,
-    Flow,
     Gated,
     M,
     Modified,
@@ -26,7 +26,7 @@ from .engine.optim import keras_adam, make_optimizer, scale_by_keras_adam
 from .engine.precision import float64, set_float64
 from .engine.problem import ControlProblem
 from .engine.rollouts import Trajectory, rollout, rollout_loss
-from .engine.updates import AutodiffBackward, Backward, SharedBackward, UpdateInfo, trainable, value_and_update
+from .engine.updates import AbstractBackward, AutodiffBackward, SharedBackward, UpdateInfo, trainable, value_and_update
 from .tasks import Task, make_task
 from .training import NonFiniteLossError, TrainResult, TrainState, ZeroUpdateError, train, train_batched
 

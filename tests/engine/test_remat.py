@@ -84,7 +84,7 @@ def test_checkpointed_update_equals_plain_in_both_precisions(flow, remat, backwa
     assert_checkpointed_equals_plain(flow, remat, backward, dtype)
 
 
-def _temp_bytes(n_steps: int, backward: sb.Backward) -> int:
+def _temp_bytes(n_steps: int, backward: sb.AbstractBackward) -> int:
     task = cartpole.make_task(cartpole.CartPoleConfig(n_poles=1, n_steps=n_steps))
     net = task.make_policy(jax.random.key(0))
     x0 = task.sample_initial_states(jax.random.key(1), 8)

@@ -54,7 +54,7 @@ def policy_and_problem(dtype):
 CASES = [(flow, False, "float64") for flow in FLOWS] + [(sb.C(), 3, "float32")]
 
 
-@pytest.mark.parametrize("flow, remat, precision", CASES, ids=lambda v: type(v).__name__ if isinstance(v, sb.Flow) else str(v))
+@pytest.mark.parametrize("flow, remat, precision", CASES, ids=lambda v: type(v).__name__ if isinstance(v, sb.AbstractFlow) else str(v))
 def test_integer_bool_and_key_leaves_pass_through_every_flow(flow, remat, precision):
     with sb.float64(precision == "float64"):
         check_flow(flow, remat, jnp.dtype(precision))

@@ -26,8 +26,9 @@ pass is four pieces, each checkable on its own:
 simulator step and one network evaluation instead of storing their
 residuals from the forward scan: on CPU that measured faster (cart pole, R:
 4.0 ms against 5.0 ms per update), and memory holds only the states. The
-network's input-Jacobian is only evaluated for lanes whose network gate is
-not identically zero (when the gates are concrete).
+network's input-Jacobian is only evaluated for the lanes that the flow
+declares may use the network (``network_lanes``, known when the program is
+traced, whether or not the gates are).
 
 Shapes: a state ``x`` is any pytree; its floating-point leaves carry
 adjoints, the others (integers, booleans, PRNG keys) pass through. With
@@ -38,6 +39,7 @@ gradients have the parameters' shapes with a leading axis ``k``.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any, Callable
 
 import equinox as eqx
@@ -75,13 +77,9 @@ def _add(a: Any, b: Any) -> Any:
     return jax.tree.map(jnp.add, a, b)
 
 
-def network_lanes(net_gates: np.ndarray | jax.Array) -> list[int]:
-    """The lanes whose network gate is not identically zero (every lane if the gates are traced)."""
-    k = int(np.shape(net_gates)[0])
-    try:
-        return [i for i in range(k) if np.any(np.asarray(net_gates[i]) != 0)]
-    except jax.errors.TracerArrayConversionError:
-        return list(range(k))
+def network_lanes(net_gates: np.ndarray) -> list[int]:
+    """The lanes whose network gate is not identically zero, read from concrete gates ``(n_lanes, n_steps)``."""
+    return [i for i in range(int(np.shape(net_gates)[0])) if np.any(np.asarray(net_gates[i]) != 0)]
 
 
 def forward_residuals(apply: Apply, params: Any, problem: ControlProblem, x: Any, acc: jax.Array, length: int) -> tuple[Any, jax.Array, Any, Any]:
@@ -106,7 +104,7 @@ def forward_residuals(apply: Apply, params: Any, problem: ControlProblem, x: Any
     return x_end, acc, xs, cs
 
 
-def adjoint_step(apply: Apply, params: Any, problem: ControlProblem, net_lanes: list[int], *, batch_lanes: bool = True) -> Callable:
+def adjoint_step(apply: Apply, params: Any, problem: ControlProblem, net_lanes: Sequence[int], *, batch_lanes: bool = True) -> Callable:
     """One step of the reverse scan, for ``k`` lanes at once.
 
     Returns ``f(lam, (x, c, x1, g_net, g_sim)) -> (lam_prev, mu)``, where
@@ -117,8 +115,8 @@ def adjoint_step(apply: Apply, params: Any, problem: ControlProblem, net_lanes: 
     ``lam_prev`` the adjoint of ``x_i`` (``g_sim (∂S/∂x)ᵀ λ + g_net (∂N/∂x)ᵀ μ``,
     with ``∂ℓ/∂x_{i+1}`` of a step loss ``ℓ`` added to ``lam`` first).
 
-    ``net_lanes``: the lanes whose network gate may be non-zero
-    (:func:`network_lanes`); the others skip the network's input-Jacobian.
+    ``net_lanes``: the lanes whose network gate may be non-zero (a flow's
+    ``network_lanes``); the others skip the network's input-Jacobian.
     ``batch_lanes``: ``vmap`` the simulator's VJP over lanes (fastest for
     small simulators) or call it once per lane (``False``: compiles far
     faster for big ones such as Brax's pipelines).
@@ -249,6 +247,7 @@ def value_and_grads(
     *,
     remat: bool | int | None = False,
     batch_lanes: bool = True,
+    network_lanes: Sequence[int] | None = None,
 ) -> tuple[jax.Array, Any]:
     """Loss and one parameter gradient per lane of gates, from one shared forward pass.
 
@@ -258,10 +257,10 @@ def value_and_grads(
         problem: step, horizon and loss.
         x0: initial state.
         net_gates, sim_gates: ``(n_lanes, n_steps)``, concrete or traced.
-            Concrete (NumPy) gates let lanes whose network gate is
-            identically 0 skip the network's input-Jacobian.
         remat: checkpoint the rollout in segments (:func:`checkpointed_grads`).
         batch_lanes: see :func:`adjoint_step`.
+        network_lanes: the lanes whose network gate may be non-zero (every
+            lane if None); the others skip the network's input-Jacobian.
 
     Returns:
         ``(loss, grads)`` with ``grads`` shaped like ``params`` plus a leading
@@ -272,7 +271,11 @@ def value_and_grads(
     k = int(np.shape(net_gates)[0])
     if np.shape(net_gates) != (k, n) or np.shape(sim_gates) != (k, n):
         raise ValueError(f"gates must have shape (n_lanes, {n}); got {np.shape(net_gates)} and {np.shape(sim_gates)}")
-    reverse_step = adjoint_step(apply, params, problem, network_lanes(net_gates), batch_lanes=batch_lanes)
+    if network_lanes is None:
+        network_lanes = range(k)
+    elif not all(0 <= i < k for i in network_lanes):
+        raise ValueError(f"network_lanes {tuple(network_lanes)} name lanes outside 0..{k - 1}")
+    reverse_step = adjoint_step(apply, params, problem, sorted(set(network_lanes)), batch_lanes=batch_lanes)
     gates = (jnp.asarray(net_gates).T, jnp.asarray(sim_gates).T)  # time-major: (n, lanes)
     segment = segment_length(n, remat)
     if segment is not None and segment < n:

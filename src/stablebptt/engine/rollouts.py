@@ -9,7 +9,7 @@ import jax.numpy as jnp
 from jax import lax
 
 from .remat import segment_length, segmented_scan
-from .flows import Flow, Regular, gate
+from .flows import AbstractFlow, Regular, gate
 from .problem import ControlProblem, check_controller
 
 __all__ = ["Trajectory", "rollout", "rollout_loss", "gated_loss"]
@@ -69,7 +69,7 @@ def gated_loss(
     return acc
 
 
-def rollout_loss(policy: Callable, problem: ControlProblem, x0: Any, flow: Flow = Regular()) -> jax.Array:
+def rollout_loss(policy: Callable, problem: ControlProblem, x0: Any, flow: AbstractFlow = Regular()) -> jax.Array:
     """Total loss of a rollout whose gradient follows ``flow`` (a single-pass flow)."""
     if flow.n_passes != 1:
         raise ValueError(
@@ -80,29 +80,18 @@ def rollout_loss(policy: Callable, problem: ControlProblem, x0: Any, flow: Flow 
     return gated_loss(policy, problem, x0, net[0], sim[0])
 
 
-def rollout(
-    policy: Callable,
-    step: Callable,
-    x0: Any,
-    n_steps: int,
-    flow: Flow = Regular(),
-) -> Trajectory:
+def rollout(policy: Callable, step: Callable, x0: Any, n_steps: int) -> Trajectory:
     """Unroll ``x_{i+1} = step(x_i, policy(x_i))`` for ``n_steps`` and return the trajectory.
 
-    States and controls are stacked on a new leading (time) axis. ``flow``
-    (single-pass) only matters if you differentiate through the result.
+    States and controls are stacked on a new leading (time) axis.
     """
-    if flow.n_passes != 1:
-        raise ValueError(f"rollout needs a single-pass flow; got {flow.name}")
     check_controller(policy, step, x0)
-    net, sim = flow.gate_schedule(n_steps)
-    body = _body(policy, step, None)
 
-    def record(carry, g):
-        carry, c = body(carry, g)
-        return carry, (carry[0], c)
+    def record(x, _):
+        c = policy(x)
+        x1 = step(x, c)
+        return x1, (x1, c)
 
-    acc0 = jnp.zeros((), loss_dtype(x0))
-    _, (after, controls) = lax.scan(record, (x0, acc0), (jnp.asarray(net[0]), jnp.asarray(sim[0])))
+    _, (after, controls) = lax.scan(record, x0, None, length=n_steps)
     states = jax.tree.map(lambda a, b: jnp.concatenate([jnp.asarray(a)[None], b]), x0, after)
     return Trajectory(states, controls)

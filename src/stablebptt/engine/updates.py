@@ -13,11 +13,14 @@ passed as ``backward=`` (in the style of diffrax's ``adjoint=``):
   reference implementation.
 
 Both take ``remat=`` to checkpoint long rollouts in segments
-(:mod:`stablebptt.engine.remat`), whatever the flow.
+(:mod:`stablebptt.engine.remat`), whatever the flow. Both are final; a new
+strategy subclasses :class:`AbstractBackward`.
 """
 
 from __future__ import annotations
 
+import abc
+from collections.abc import Sequence
 from typing import Any, Callable, NamedTuple
 
 import equinox as eqx
@@ -27,30 +30,78 @@ import optax
 
 from .backward import value_and_grads
 from .remat import check_remat
-from .flows import Flow, cosine_similarity
+from .flows import AbstractFlow, cosine_similarity, lane, refuse_concrete_bases
 from .problem import ControlProblem
 from .rollouts import gated_loss
 
 __all__ = [
-    "Backward",
+    "AbstractBackward",
     "SharedBackward",
     "AutodiffBackward",
     "UpdateInfo",
     "value_and_update",
+    "combined_cosine",
     "cosine_similarity",
     "trainable",
 ]
 
 
-class Backward(eqx.Module):
-    """How the backward passes of a flow are computed."""
+class AbstractBackward(eqx.Module):
+    """How the backward passes of a flow are computed: the extension point for new strategies.
 
-    def value_and_grads(self, apply, params, problem, x0, net_gates, sim_gates):
-        """``(loss, grads)`` with a leading lane axis on ``grads``; gates ``(n_lanes, n_steps)``."""
-        raise NotImplementedError
+    A subclass implements :meth:`value_and_grads`, for example one
+    ``jax.value_and_grad`` per lane of
+    :func:`stablebptt.engine.rollouts.gated_loss`::
+
+        class PerLane(stablebptt.AbstractBackward):
+            def value_and_grads(self, apply, params, problem, x0, net_gates, sim_gates, *, network_lanes=None):
+                def loss(p, net, sim):
+                    return gated_loss(lambda x: apply(p, x), problem, x0, net, sim)
+
+                lanes = [jax.value_and_grad(loss)(params, n, s) for n, s in zip(net_gates, sim_gates)]
+                return lanes[0][0], jax.tree.map(lambda *g: jnp.stack(g), *(g for _, g in lanes))
+
+    and is passed as ``backward=`` to :func:`value_and_update`,
+    :func:`stablebptt.train` and :func:`stablebptt.train_batched`.
+    :class:`SharedBackward` and :class:`AutodiffBackward` are final.
+    """
+
+    def __init_subclass__(cls, **kwargs):
+        super().__init_subclass__(**kwargs)
+        refuse_concrete_bases(cls, AbstractBackward)
+
+    @abc.abstractmethod
+    def value_and_grads(
+        self,
+        apply: Callable[[Any, Any], Any],
+        params: Any,
+        problem: ControlProblem,
+        x0: Any,
+        net_gates: Any,
+        sim_gates: Any,
+        *,
+        network_lanes: Sequence[int] | None = None,
+    ) -> tuple[jax.Array, Any]:
+        """Loss of the rollout from ``x0`` and one parameter gradient per lane.
+
+        Args:
+            apply: ``apply(params, x) -> c``, the controller.
+            params: its trainable parameters (pytree of arrays).
+            problem: step, horizon and loss.
+            x0: initial state.
+            net_gates, sim_gates: ``(n_lanes, n_steps)``, NumPy or JAX arrays (possibly traced).
+            network_lanes: the lanes whose network gate may be non-zero
+                (static; every lane if None); a strategy may skip the
+                network's input-Jacobian in the others, or ignore this.
+
+        Returns:
+            ``(loss, grads)``: the scalar loss (identical in every lane) and
+            the gradients with the parameters' structure and a leading
+            ``n_lanes`` axis on every leaf.
+        """
 
 
-class SharedBackward(Backward):
+class SharedBackward(AbstractBackward):
     """Hand-written adjoint: one forward pass shared by all lanes (the default, fastest).
 
     ``remat``: ``False``, ``True`` (segments of ``ceil(√n)`` steps) or steps
@@ -66,11 +117,13 @@ class SharedBackward(Backward):
     def __post_init__(self):
         check_remat(self.remat)
 
-    def value_and_grads(self, apply, params, problem, x0, net_gates, sim_gates):
-        return value_and_grads(apply, params, problem, x0, net_gates, sim_gates, remat=self.remat, batch_lanes=self.batch_lanes)
+    def value_and_grads(self, apply, params, problem, x0, net_gates, sim_gates, *, network_lanes=None):
+        return value_and_grads(
+            apply, params, problem, x0, net_gates, sim_gates, remat=self.remat, batch_lanes=self.batch_lanes, network_lanes=network_lanes
+        )
 
 
-class AutodiffBackward(Backward):
+class AutodiffBackward(AbstractBackward):
     """``jax.value_and_grad`` through the gated rollout, ``vmap``ped over lanes.
 
     ``remat`` checkpoints the rollout as for :class:`SharedBackward`.
@@ -81,7 +134,7 @@ class AutodiffBackward(Backward):
     def __post_init__(self):
         check_remat(self.remat)
 
-    def value_and_grads(self, apply, params, problem, x0, net_gates, sim_gates):
+    def value_and_grads(self, apply, params, problem, x0, net_gates, sim_gates, *, network_lanes=None):
         def loss_of(p, g_net, g_sim):
             return gated_loss(lambda x: apply(p, x), problem, x0, g_net, g_sim, remat=self.remat)
 
@@ -112,13 +165,27 @@ def trainable(policy: Any) -> tuple[Any, Any]:
     return eqx.partition(policy, eqx.is_inexact_array)
 
 
+def combined_cosine(grads: Any, combined: Any) -> jax.Array:
+    """Cosine similarity of lanes 0 and 1 of a combined flow (M vs R for C), NaN otherwise.
+
+    ``grads``: per-lane gradients (leading axis ``n_lanes`` on every leaf).
+    ``combined``: whether the lanes are combined by sign (a flow's
+    ``combined``; a boolean array for a traced schedule). A single lane, or
+    lanes that are only padding, give NaN.
+    """
+    leaves = jax.tree.leaves(grads)
+    if not leaves or jnp.shape(leaves[0])[0] < 2:
+        return jnp.full((), jnp.nan)
+    return jnp.where(combined, cosine_similarity(lane(grads, 0), lane(grads, 1)), jnp.nan)
+
+
 def value_and_update(
-    flow: Flow,
+    flow: AbstractFlow,
     policy: Callable,
     problem: ControlProblem,
     x0: Any,
     *,
-    backward: Backward = SharedBackward(),
+    backward: AbstractBackward = SharedBackward(),
 ) -> tuple[jax.Array, Any, UpdateInfo]:
     """Loss of one rollout from ``x0`` and the update ``flow`` asks for.
 
@@ -129,7 +196,8 @@ def value_and_update(
             callable pytree (see :class:`stablebptt.FunctionPolicy`).
         problem: simulator step, horizon and loss.
         x0: initial state, as ``problem.step`` takes it (usually a batch).
-        backward: how the backward passes are computed (:class:`SharedBackward`).
+        backward: how the backward passes are computed (:class:`SharedBackward`,
+            or any :class:`AbstractBackward`).
 
     Returns:
         ``(loss, update, info)``: the loss (identical for every flow), the
@@ -143,8 +211,8 @@ def value_and_update(
     def apply(p, x):
         return eqx.combine(p, static)(x)
 
-    loss, grads = backward.value_and_grads(apply, params, problem, x0, net, sim)
+    loss, grads = backward.value_and_grads(apply, params, problem, x0, net, sim, network_lanes=flow.network_lanes)
     update = flow.combine(grads)
-    cosine = flow.cosine(grads).astype(loss.dtype)
+    cosine = combined_cosine(grads, flow.combined).astype(loss.dtype)
     sq_norm = optax.tree_utils.tree_norm(update, squared=True).astype(loss.dtype)
     return loss, update, UpdateInfo(sq_norm, cosine)

@@ -10,7 +10,7 @@ from typing import Any, Mapping
 import jax
 
 from ..engine.remat import check_remat, segment_length
-from ..engine.flows import Flow, flow_from_name
+from ..engine.flows import AbstractFlow, flow_from_name
 from ..engine.optim import ADAM_FORMS, CLIP_MODES, make_optimizer
 from ..tasks import Task, make_task, task_config
 from ..tasks.quantum import check_learnable
@@ -102,7 +102,7 @@ class RunConfig:
     def make_task(self) -> Task:
         return make_task(self.task, **self.task_options)
 
-    def flow(self) -> Flow:
+    def flow(self) -> AbstractFlow:
         return flow_from_name(self.method)
 
     def backward(self, task: Task) -> SharedBackward:

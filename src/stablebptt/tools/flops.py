@@ -20,7 +20,7 @@ from typing import Any
 import jax
 from jax.extend.core import ClosedJaxpr, Jaxpr, Literal
 
-from ..engine.flows import Flow
+from ..engine.flows import AbstractFlow
 from ..engine.problem import ControlProblem
 from ..training import make_epoch_functions, split_batches
 from ..engine.updates import trainable
@@ -142,7 +142,7 @@ def epoch_flops(
     problem: ControlProblem,
     train_x: Any,
     *,
-    flow: Flow,
+    flow: AbstractFlow,
     optimizer: Any,
     batch_size: int = 8,
 ) -> float:

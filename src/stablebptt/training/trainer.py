@@ -29,10 +29,10 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
-from ..engine.flows import Combined, Flow, Regular, stack_flows
+from ..engine.flows import AbstractFlow, Combined, Regular, stack_flows
 from ..engine.problem import ControlProblem, sample_axes
 from ..engine.rollouts import rollout_loss
-from ..engine.updates import Backward, SharedBackward, trainable, value_and_update
+from ..engine.updates import AbstractBackward, SharedBackward, trainable, value_and_update
 from .batching import batch_count, sample_count, split_batches
 from .sharding import data_mesh, replicate, shard_leading
 
@@ -124,10 +124,10 @@ class EpochFunctions:
 def make_epoch_functions(
     policy: Any,
     problem: ControlProblem,
-    flow: Flow | None,
+    flow: AbstractFlow | None,
     optimizer: optax.GradientTransformation,
     *,
-    backward: Backward = SharedBackward(),
+    backward: AbstractBackward = SharedBackward(),
 ) -> EpochFunctions:
     """Build (unjitted) epoch and evaluation functions for a policy's structure.
 
@@ -218,7 +218,7 @@ def checkpoint_due(epoch: int, epochs: int, every: int) -> bool:
     return every > 0 and epoch % every == 0 and epoch < epochs
 
 
-def _zero_means_no_gradient(flow: Flow) -> bool:
+def _zero_means_no_gradient(flow: AbstractFlow) -> bool:
     """Whether a zero update of ``flow`` means the loss has no gradient: R's update is the gradient, and C's
     is zero wherever its reference R is; M's or S's zero update may be the flow's own doing."""
     return isinstance(flow, Regular) or (isinstance(flow, Combined) and isinstance(flow.reference, Regular))
@@ -289,13 +289,13 @@ def _check_same_rule(optimizers: Sequence[optax.GradientTransformation], params_
             )
 
 
-def _one_flow(flows: Sequence[Flow]) -> Flow | None:
+def _one_flow(flows: Sequence[AbstractFlow]) -> AbstractFlow | None:
     """The flow every run shares, or None if they differ (then they train as stacked schedules)."""
     first = flows[0]
     return first if all(f is first or eqx.tree_equal(f, first) is True for f in flows[1:]) else None
 
 
-def _epoch_program(fns: EpochFunctions, flows: Sequence[Flow], n_steps: int, n_runs: int) -> tuple[Callable, Any]:
+def _epoch_program(fns: EpochFunctions, flows: Sequence[AbstractFlow], n_steps: int, n_runs: int) -> tuple[Callable, Any]:
     """``(epoch, flow_arg)``: an epoch of all runs, ``epoch(params, opt_state, batches, flow_arg)`` on stacked runs.
 
     One run is the unbatched program (the leading run axis is dropped inside
@@ -373,12 +373,12 @@ def _fit(
     train_xs: Sequence[Any],
     test_xs: Sequence[Any],
     *,
-    flows: Sequence[Flow],
+    flows: Sequence[AbstractFlow],
     optimizers: Sequence[optax.GradientTransformation],
     epochs: int,
     batch_size: int,
     on_epoch: Callable[[list[dict | None]], None] | None,
-    backward: Backward,
+    backward: AbstractBackward,
     devices: Sequence[jax.Device] | None,
     starts: Sequence[TrainState] | None,
     checkpoint: Callable[[list[TrainState]], None] | None,
@@ -487,12 +487,12 @@ def train(
     train_x: Any,
     test_x: Any,
     *,
-    flow: Flow,
+    flow: AbstractFlow,
     optimizer: optax.GradientTransformation,
     epochs: int,
     batch_size: int = 8,
     on_epoch: Callable[[dict], None] | None = None,
-    backward: Backward = SharedBackward(),
+    backward: AbstractBackward = SharedBackward(),
     devices: Sequence[jax.Device] | None = None,
     start: TrainState | None = None,
     checkpoint: Callable[[TrainState], None] | None = None,
@@ -539,12 +539,12 @@ def train_batched(
     train_xs: Sequence[Any],
     test_xs: Sequence[Any],
     *,
-    flow: Flow | Sequence[Flow],
+    flow: AbstractFlow | Sequence[AbstractFlow],
     optimizers: Sequence[optax.GradientTransformation],
     epochs: int,
     batch_size: int = 8,
     on_epoch: Callable[[list[dict | None]], None] | None = None,
-    backward: Backward = SharedBackward(),
+    backward: AbstractBackward = SharedBackward(),
     devices: Sequence[jax.Device] | None = None,
     starts: Sequence[TrainState] | None = None,
     checkpoint: Callable[[list[TrainState]], None] | None = None,
@@ -572,7 +572,7 @@ def train_batched(
     saved runs; ``checkpoint`` receives every run's state every
     ``checkpoint_every`` epochs (not after the last).
     """
-    flows = [flow] * len(policies) if isinstance(flow, Flow) else list(flow)
+    flows = [flow] * len(policies) if isinstance(flow, AbstractFlow) else list(flow)
     return _fit(
         policies, problem, train_xs, test_xs, flows=flows, optimizers=optimizers, epochs=epochs, batch_size=batch_size,
         on_epoch=on_epoch, backward=backward, devices=devices, starts=starts, checkpoint=checkpoint,
