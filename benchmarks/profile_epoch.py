@@ -5,8 +5,10 @@
 For each task × method (paper settings: 256 states, batches of 8, 32 updates)
 it compiles the epoch program of ``--runs`` runs trained together (1: a
 single run; more: a batch of that many runs as one ``vmap``ped program, as
-a sweep group), times it without the profiler (median of 3 epochs after a
-warm-up), then records one epoch with ``jax.profiler`` and reads XLA's trace:
+a sweep group) with the builder runs use (``stablebptt.training.compile_epoch``,
+through ``stablebptt.tools.bench.bench_program``: the run's backward pass, its
+updates and the losses after them), times it without the profiler (median of
+3 epochs after a warm-up), then records one epoch with ``jax.profiler`` and reads XLA's trace:
 how many operations (thunks) ran per update and per rollout step, their
 median duration, the share of the time spent in matrix products, and the
 operations that took longest in total.
@@ -31,52 +33,37 @@ import time
 import jax
 import jax.numpy as jnp
 
-from stablebptt.tools.bench import matmul_peak
 from stablebptt.runs.config import RunConfig
-from stablebptt.runs.single import build
+from stablebptt.tools.bench import bench_program, matmul_peak
 from stablebptt.tools.flops import program_flops
-from stablebptt.training import make_epoch_functions, split_batches
-from stablebptt.engine.updates import trainable
+from stablebptt.training import EpochProgram
 
 UPDATES = 32
 
 
-def epoch_program(task: str, method: str, runs: int):
+def epoch_program(task: str, method: str, runs: int) -> tuple[EpochProgram, float, int]:
     config = RunConfig.from_options(task=task, method=method)
-    setup = build(config)
-    flow, optimizer = config.flow(), config.optimizer()
-    fns = make_epoch_functions(setup.policy, setup.task.problem, flow, optimizer, backward=config.backward(setup.task))
-    params, _ = trainable(setup.policy)
-    state = optimizer.init(params)
-    batches = split_batches(setup.train_x, config.batch_size)
-    fn = fns.train_epoch
-    if runs > 1:
-        stack = lambda t: jax.tree.map(lambda a: jnp.stack([a] * runs), t)  # noqa: E731
-        params, state, batches = stack(params), stack(state), stack(batches)
-        fn = jax.vmap(fns.train_epoch)
-    compiled = jax.jit(fn).lower(params, state, batches).compile()
-    flops = program_flops(fn, params, state, batches)
-    return compiled, (params, state, batches), flops, config.task_options["n_steps"]
+    program = bench_program(config, runs)
+    return program, program_flops(program.epoch_fn, *program.args), config.task_options["n_steps"]
 
 
-def timed_epochs(compiled, args, k=3) -> float:
-    params, state, batches = args
+def timed_epochs(program: EpochProgram, k=3) -> float:
+    params, state = program.params, program.opt_state
     times = []
     for i in range(k + 1):
         start = time.perf_counter()
-        params, state, stats = compiled(params, state, batches)
-        jax.block_until_ready(stats)
+        params, state, stats, losses = program.epoch(params, state)
+        jax.block_until_ready((stats, losses))
         if i:
             times.append(time.perf_counter() - start)
     return statistics.median(times)
 
 
-def trace_ops(compiled, args) -> dict[str, list[float]]:
+def trace_ops(program: EpochProgram) -> dict[str, list[float]]:
     """Durations [µs] of every XLA operation of one epoch, by operation name."""
-    params, state, batches = args
     with tempfile.TemporaryDirectory() as d:
         with jax.profiler.trace(d, create_perfetto_trace=True):
-            jax.block_until_ready(compiled(params, state, batches))
+            jax.block_until_ready(program.epoch(program.params, program.opt_state))
         (path,) = glob.glob(f"{d}/**/*perfetto_trace.json.gz", recursive=True)
         with gzip.open(path) as f:
             trace = json.load(f)
@@ -132,10 +119,10 @@ def main() -> None:
     for task in args.tasks:
         for method in args.methods:
             for runs in args.runs:
-                compiled, inputs, flops, n_steps = epoch_program(task, method, runs)
-                seconds = timed_epochs(compiled, inputs)
-                ops = trace_ops(compiled, inputs)
-                sources = op_sources(compiled)
+                program, flops, n_steps = epoch_program(task, method, runs)
+                seconds = timed_epochs(program)
+                ops = trace_ops(program)
+                sources = op_sources(program.compiled)
                 durations = [d for ds in ops.values() for d in ds]
                 total = sum(durations)
                 dots = sum(sum(ds) for name, ds in ops.items() if "dot" in name or "ynn" in name or "xnn" in name or "gemm" in name)

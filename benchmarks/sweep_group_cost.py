@@ -8,9 +8,10 @@ time spent building and finishing the run folders. The per-epoch parts are
 extrapolated to the protocol's 1000 epochs.
 
 The epoch program computes the losses after the updates; to say what that
-evaluation costs, the same group's pieces are then timed apart: the updates
-alone, the evaluation inside one compiled program (as training runs it), and
-the evaluation as the trainer ran it before (one jitted call per run and set).
+evaluation costs, the same group's program (``stablebptt.training.compile_epoch``)
+is then timed with and without its updates (the evaluation inside one compiled
+program, as training runs it), against the evaluation as the trainer ran it
+long ago (one jitted call per run and set).
 
     python benchmarks/sweep_group_cost.py --experiment cartpole --level 2 --method C --clips value,norm --epochs 50
 """
@@ -30,8 +31,9 @@ from stablebptt.sweeps.groups import train_group
 from stablebptt.sweeps.presets import parse_levels
 from stablebptt.runs.single import build, fresh_state
 from stablebptt.sweeps.spec import SweepSpec
-from stablebptt.training import make_epoch_functions, trainer
-from stablebptt.training.batching import split_batches
+import optax
+
+from stablebptt.training import compile_epoch, make_epoch_functions
 
 
 def _median_seconds(fn, repeats: int) -> float:
@@ -45,26 +47,25 @@ def _median_seconds(fn, repeats: int) -> float:
 
 
 def evaluation_costs(group, repeats: int) -> dict:
-    """Seconds per epoch of one group's updates alone and of its evaluation, fused and as separate calls."""
+    """Seconds per epoch of one group's program, of its evaluation alone (fused) and as separate calls."""
     setups = [build(run.config) for run in group]
-    fns = make_epoch_functions(setups[0].policy, setups[0].task.problem, None, group[0].config.optimizer(),
-                               backward=group[0].config.backward(setups[0].task))  # fmt: skip
-    n = len(group)
-    epoch_fn, flow_arg = trainer._epoch_program(fns, [run.config.flow() for run in group], setups[0].task.problem.n_steps, n)
+    config, problem = group[0].config, setups[0].task.problem
     states = [fresh_state(s) for s in setups]
-    params, opt_state = trainer._stack([p for p, _ in states]), trainer._stack([o for _, o in states])
-    batches = trainer._stack([split_batches(s.train_x, group[0].config.batch_size) for s in setups])
-    sets = trainer._stack_sets([s.train_x for s in setups], [s.test_x for s in setups])
-    updates = jax.jit(epoch_fn)
-    fused = jax.jit(trainer._losses_program(fns.evaluate, n, sets))
-    one = jax.jit(fns.evaluate)
+    program = compile_epoch(
+        [s.policy for s in setups], problem, [s.train_x for s in setups], [s.test_x for s in setups],
+        flows=[run.config.flow() for run in group], optimizer=config.optimizer(), opt_states=[o for _, o in states],
+        backward=config.backward(setups[0].task), batch_size=config.batch_size,
+    )  # fmt: skip
+    one = jax.jit(make_epoch_functions(setups[0].policy, problem, None, optax.identity()).evaluate)
 
     def separate():
-        return [one(trainer._run(params, i), x) for i, s in enumerate(setups) for x in (s.train_x, s.test_x)]
+        return [one(p, x) for (p, _), s in zip(states, setups, strict=True) for x in (s.train_x, s.test_x)]
 
+    epoch = _median_seconds(lambda: program.epoch(program.params, program.opt_state), repeats)
+    fused = _median_seconds(lambda: program.losses(program.params, program.opt_state), repeats)
     return {
-        "updates": _median_seconds(lambda: updates(params, opt_state, batches, flow_arg), repeats),
-        "evaluation, fused": _median_seconds(lambda: fused(params, sets), repeats),
+        "updates (the epoch program less its evaluation)": epoch - fused,
+        "evaluation, fused (the epoch program without updates)": fused,
         "evaluation, one call per run and set": _median_seconds(separate, repeats),
     }
 
@@ -115,8 +116,9 @@ def main() -> None:
     print("|---|---|---|")
     for key, seconds in pieces.items():
         print(f"| {key} | {1000 * seconds:.1f} | {100 * seconds / per_epoch['epochs']:.1f} % |")
-    evaluating = per_epoch["epochs"] - pieces["updates"]
-    overhead = total - 1000 * pieces["updates"]
+    updates = pieces["updates (the epoch program less its evaluation)"]
+    evaluating = per_epoch["epochs"] - updates
+    overhead = total - 1000 * updates
     print(f"\nevaluating inside the epoch program (epochs minus updates alone): {1000 * evaluating:.1f} ms per epoch")
     print(f"not updating (compiling + evaluating + writing + the rest) at 1000 epochs: {100 * overhead / total:.1f} %")
 

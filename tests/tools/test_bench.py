@@ -9,7 +9,12 @@ import jax
 import pytest
 
 from stablebptt.cli import main
+from stablebptt.engine.updates import SharedBackward
+from stablebptt.runs.config import RunConfig
+from stablebptt.runs.single import build, train_run
+from stablebptt.tasks import TASKS
 from stablebptt.tools.bench import format_bench_table, run_bench
+from stablebptt.training import compile_epoch
 
 
 def test_run_bench_rows_on_a_small_setting():
@@ -100,3 +105,55 @@ def test_bad_names_exit_2_with_one_line(argv, valid, capsys):
     )
     assert valid in lines[0]
     assert captured.out == ""
+
+
+class Lowered(Exception):
+    """Stops a call at the compilation of its epoch program, with the program's text."""
+
+    def __init__(self, text: str):
+        super().__init__("lowered")
+        self.text = text
+
+
+def lowered_text(monkeypatch, call) -> str:
+    """The StableHLO text of the first program ``call`` compiles ahead of time (its epoch program), not compiling it."""
+
+    def stop(self, *args, **kwargs):
+        raise Lowered(self.as_text())
+
+    with monkeypatch.context() as patch:
+        patch.setattr(jax.stages.Lowered, "compile", stop)
+        with pytest.raises(Lowered) as caught:
+            call()
+    return caught.value.text
+
+
+# every task, small; cart pole also with remat (segments of 2 steps), Brax with its own backward pass (lanes one at a time)
+PROGRAMS = [
+    ("cartpole", {"n_poles": 1, "n_steps": 6}, 0),
+    ("cartpole", {"n_poles": 1, "n_steps": 6}, 2),
+    ("repulsion", {"n_steps": 4}, 0),
+    ("quantum", {"n_steps": 4}, 0),
+    ("brax", {"n_steps": 2, "width": 4, "depth": 1}, 0),
+    ("linear", {"n_steps": 3}, 0),
+]
+
+
+def test_every_task_is_compared():
+    assert {task for task, _, _ in PROGRAMS} == set(TASKS)
+
+
+@pytest.mark.parametrize("task, options, remat", PROGRAMS, ids=[f"{t}-remat{r}" for t, _, r in PROGRAMS])
+def test_bench_times_the_program_a_run_compiles(task, options, remat, tmp_path, monkeypatch):
+    """bench and a run build their epoch program in one place: the same program, text for text, whatever the
+    task's own backward pass or the run's remat; a program with the default backward pass differs where those do."""
+    peak = {"size": 64, "seconds": 1e-3, "gflops_per_second": 1.0}
+    config = RunConfig.from_options(dict(n_train=16, remat=remat), task=task, task_options=options, method="C", epochs=1)
+    bench = lowered_text(monkeypatch, lambda: run_bench(task, "C", epochs=1, n_train=16, task_options={task: options}, remat=remat, peak=peak))
+    run = lowered_text(monkeypatch, lambda: train_run(config, tmp_path / "run", progress=False, say=lambda _: None))
+    assert bench == run
+    setup = build(config)
+    default = lowered_text(monkeypatch, lambda: compile_epoch(
+        [setup.policy], setup.task.problem, [setup.train_x], [setup.test_x], flows=[config.flow()], optimizer=config.optimizer(), batch_size=8,
+    ))  # fmt: skip
+    assert (default == run) == (config.backward(setup.task) == SharedBackward())

@@ -29,7 +29,7 @@ for name, devices in [("one", [jax.devices()[0]]), ("two", None)]:
     single = sb.train(s.policy, s.task.problem, s.train_x, s.test_x, flow=config.flow(), optimizer=config.optimizer(),
                       epochs=3, batch_size=8, devices=devices)
     runs = sb.train_batched([s.policy] * 2, s.task.problem, [s.train_x] * 2, [s.test_x] * 2, flow=config.flow(),
-                            optimizers=[config.optimizer(), sb.make_optimizer("none", 3e-3)], epochs=3, devices=devices)
+                            optimizer=config.optimizer(), hyperparams=[{}, {"learning_rate": 3e-3}], epochs=3, devices=devices)
     out[name] = {
         "devices": [single.n_devices, runs[0].n_devices],
         "metrics": [[[h[k] for k in ("batch_loss", "train_loss", "test_loss", "update_sq_norm", "cosine_mr")] for h in r.history]

@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 
 import stablebptt as sb
+from stablebptt.engine.optim import optimizer_hyperparams
 from stablebptt.tasks import cartpole
 from stablebptt.training import METRIC_COLUMNS, batch_count, split_batches
 
@@ -112,19 +113,50 @@ def test_bad_data_is_refused_naming_the_set():
         assert message in str(err.value) and "\n" not in str(err.value)
 
 
+def batched_runs(policies, problem, xs, ts, *, flow, specs, **kwargs):
+    """train_batched with one optimizer and each run's ``(clip, learning rate)`` as hyperparameters in its state."""
+    hyperparams = [optimizer_hyperparams(clip, lr) for clip, lr in specs]
+    return sb.train_batched(policies, problem, xs, ts, flow=flow, optimizer=sb.make_optimizer(), hyperparams=hyperparams, **kwargs)
+
+
 def test_batched_runs_with_different_learning_rates():
-    """make_optimizer keeps the rate in its state: each run trains at its own rate; optax.adam's rates are refused."""
+    """One optimizer, each run's learning rate in its own state: each run trains at its own rate, as its single run;
+    any optax optimizer that injects its numbers (optax.inject_hyperparams) batches the same way."""
     import optax
 
     problem, policy, x = pendulum()
-    optimizers = [sb.make_optimizer("none", 1e-3), sb.make_optimizer("none", 1e-1)]
-    batched = sb.train_batched([policy, policy], problem, [x, x], [x, x], flow=sb.R(), optimizers=optimizers, epochs=2)
-    for run, opt in zip(batched, optimizers, strict=True):
-        single = sb.train(policy, problem, x, x, flow=sb.R(), optimizer=opt, epochs=2)
+    batched = batched_runs([policy, policy], problem, [x, x], [x, x], flow=sb.R(), specs=[("none", 1e-3), ("none", 1e-1)], epochs=2)
+    for run, lr in zip(batched, (1e-3, 1e-1), strict=True):
+        single = sb.train(policy, problem, x, x, flow=sb.R(), optimizer=sb.make_optimizer("none", lr), epochs=2)
         assert run.history[-1]["test_loss"] == pytest.approx(single.history[-1]["test_loss"], rel=1e-5)
+        assert float(optax.tree_utils.tree_get(run.opt_state, "learning_rate")) == pytest.approx(lr)
     assert batched[0].history[-1]["test_loss"] != pytest.approx(batched[1].history[-1]["test_loss"], rel=1e-3)
-    with pytest.raises(ValueError, match="optimizer 1 updates differently from optimizer 0"):
-        sb.train_batched([policy, policy], problem, [x, x], [x, x], flow=sb.R(), optimizers=[optax.adam(1e-3), optax.adam(1e-1)], epochs=1)
+
+    adam = optax.inject_hyperparams(optax.adam)(learning_rate=1e-3)
+    runs = sb.train_batched([policy, policy], problem, [x, x], [x, x], flow=sb.R(), optimizer=adam, hyperparams=[{}, {"learning_rate": 1e-1}], epochs=2)
+    for run, lr in zip(runs, (1e-3, 1e-1), strict=True):
+        single = sb.train(policy, problem, x, x, flow=sb.R(), optimizer=optax.adam(lr), epochs=2)
+        assert run.history[-1]["test_loss"] == pytest.approx(single.history[-1]["test_loss"], rel=1e-5)
+    with pytest.raises(ValueError, match=r"holds no hyperparameter 'learning_rate' in its state \(it holds: none\); per-run numbers must be"):
+        sb.train_batched([policy, policy], problem, [x, x], [x, x], flow=sb.R(), optimizer=optax.adam(1e-3), hyperparams=[{}, {"learning_rate": 1e-1}], epochs=1)
+    with pytest.raises(ValueError, match="holds no hyperparameter 'lr' in its state \\(it holds: max_delta, max_norm, b1, b2, eps, learning_rate\\)"):
+        sb.train_batched([policy], problem, [x], [x], flow=sb.R(), optimizer=sb.make_optimizer(), hyperparams=[{"lr": 0.1}], epochs=1)
+    with pytest.raises(ValueError, match="one mapping of hyperparameters per run \\(2\\), not 1"):
+        sb.train_batched([policy, policy], problem, [x, x], [x, x], flow=sb.R(), optimizer=sb.make_optimizer(), hyperparams=[{}], epochs=1)
+
+
+def test_hyperparameters_set_in_the_state_equal_the_optimizers_own():
+    """make_optimizer().init with optimizer_hyperparams(clip, lr) set is make_optimizer(clip, lr).init, leaf for leaf and dtype for dtype."""
+    from stablebptt.engine.optim import with_hyperparams
+
+    for dtype in (jnp.float32, jnp.bfloat16):
+        params = {"w": jnp.ones((2, 3), dtype), "b": jnp.zeros(3, dtype)}
+        for clip, lr in (("value", 3e-3), ("norm", 0.5), ("none", 1e-3)):
+            got = with_hyperparams(sb.make_optimizer().init(params), optimizer_hyperparams(clip, lr))
+            want = sb.make_optimizer(clip, lr).init(params)
+            assert jax.tree.structure(got) == jax.tree.structure(want)
+            for a, b in zip(jax.tree.leaves(got), jax.tree.leaves(want), strict=True):
+                assert a.dtype == b.dtype and np.array_equal(np.asarray(a, np.float64), np.asarray(b, np.float64))
 
 
 def assert_same_rows(got, want, rel):
@@ -141,7 +173,7 @@ def test_a_diverging_run_is_marked_and_the_others_keep_their_single_run_numbers(
     policy = sb.FunctionPolicy(lambda p, x: p * jnp.ones_like(x), jnp.array(0.05))
     x = jnp.linspace(0.0, 0.1, 8)
     optimizers = [sb.make_optimizer("none", lr) for lr in (1e-4, 1e-2, 3e-4)]
-    batched = sb.train_batched([policy] * 3, problem, [x] * 3, [x] * 3, flow=sb.R(), optimizers=optimizers, epochs=12)
+    batched = batched_runs([policy] * 3, problem, [x] * 3, [x] * 3, flow=sb.R(), specs=[("none", lr) for lr in (1e-4, 1e-2, 3e-4)], epochs=12)
     with pytest.raises(sb.NonFiniteLossError) as err:
         sb.train(policy, problem, x, x, flow=sb.R(), optimizer=optimizers[1], epochs=12)
     assert 1 < err.value.epoch < 12
@@ -156,8 +188,9 @@ def test_a_diverging_run_is_marked_and_the_others_keep_their_single_run_numbers(
 def test_runs_of_different_flows_train_as_one_program_with_their_single_run_numbers():
     problem, policy, x = pendulum()
     flows = [sb.R(), sb.M(), sb.C(), sb.S(), sb.Truncated(4)]  # a final loss only: Truncated(3) would cut step 9 and equal S
-    optimizers = [sb.make_optimizer(clip, 1e-2) for clip in ("none", "norm", "value", "none", "norm")]
-    batched = sb.train_batched([policy] * 5, problem, [x] * 5, [x] * 5, flow=flows, optimizers=optimizers, epochs=2, batch_size=4)
+    specs = [(clip, 1e-2) for clip in ("none", "norm", "value", "none", "norm")]
+    optimizers = [sb.make_optimizer(*spec) for spec in specs]
+    batched = batched_runs([policy] * 5, problem, [x] * 5, [x] * 5, flow=flows, specs=specs, epochs=2, batch_size=4)
     finals = set()
     for run, flow, opt in zip(batched, flows, optimizers, strict=True):
         single = sb.train(policy, problem, x, x, flow=flow, optimizer=opt, epochs=2, batch_size=4)
@@ -176,9 +209,7 @@ def test_losses_in_the_epoch_program_equal_the_separate_evaluation(one_pole):
     task, policy, train_x, test_x = one_pole
     for sizes in ((32, 32), (32, 16)):  # one rollout of both sets; two rollouts
         a, b = train_x[: sizes[0]], test_x[: sizes[1]]
-        runs = sb.train_batched(
-            [policy] * 3, task.problem, [a] * 3, [b] * 3, flow=sb.C(), optimizers=[sb.make_optimizer(c) for c in ("none", "value", "norm")], epochs=2,
-        )  # fmt: skip
+        runs = batched_runs([policy] * 3, task.problem, [a] * 3, [b] * 3, flow=sb.C(), specs=[(c, 1e-3) for c in ("none", "value", "norm")], epochs=2)
         evaluate = jax.jit(make_epoch_functions(policy, task.problem, None, sb.make_optimizer("none")).evaluate)
         for run in runs:
             params, _ = trainable(run.policy)
@@ -194,8 +225,9 @@ def test_a_group_of_the_three_clip_modes_equals_its_single_runs():
     (The clip rules themselves are checked against Keras in tests/test_optim.py.)"""
     problem, policy, x = pendulum()
     problem = sb.ControlProblem(step=problem.step, n_steps=problem.n_steps, final_loss=lambda x: 100 * jnp.mean(x**2))  # updates above 1
-    optimizers = [sb.make_optimizer(c, 1e-2) for c in ("none", "value", "norm")]
-    batched = sb.train_batched([policy] * 3, problem, [x] * 3, [x] * 3, flow=sb.C(), optimizers=optimizers, epochs=2, batch_size=4)
+    specs = [(c, 1e-2) for c in ("none", "value", "norm")]
+    optimizers = [sb.make_optimizer(*spec) for spec in specs]
+    batched = batched_runs([policy] * 3, problem, [x] * 3, [x] * 3, flow=sb.C(), specs=specs, epochs=2, batch_size=4)
     assert batched[0].history[0]["update_sq_norm"] > 1  # so that both clip modes act
     finals = set()
     for run, opt in zip(batched, optimizers, strict=True):

@@ -109,7 +109,7 @@ def test_trains_and_resumes_to_the_same_numbers(setup):
 
     # several runs at once: each equals its single run
     runs = sb.train_batched([policy, policy], problem, [train_x, train_x], [test_x, test_x],
-                            flow=[sb.C(), sb.R()], optimizers=[kwargs["optimizer"]] * 2, epochs=4, batch_size=4)
+                            flow=[sb.C(), sb.R()], optimizer=kwargs["optimizer"], epochs=4, batch_size=4)
     np.testing.assert_allclose([r["test_loss"] for r in runs[0].history], [r["test_loss"] for r in whole.history], rtol=1e-5)
 
 
@@ -135,7 +135,7 @@ def test_a_loss_that_does_not_depend_on_the_controller_stops_in_the_first_epoch(
     with pytest.raises(sb.ZeroUpdateError, match="every update in the first epoch is exactly zero, so training would not change"):
         sb.train(policy, problem, x, x, flow=sb.R(), optimizer=sb.make_optimizer("none"), epochs=3, batch_size=4)
     with pytest.raises(sb.ZeroUpdateError, match="every update of run 1 in the first epoch is exactly zero"):
-        sb.train_batched([policy] * 2, problem, [x] * 2, [x] * 2, flow=[sb.S(), sb.C()], optimizers=[sb.make_optimizer("none")] * 2, epochs=3, batch_size=4)
+        sb.train_batched([policy] * 2, problem, [x] * 2, [x] * 2, flow=[sb.S(), sb.C()], optimizer=sb.make_optimizer("none"), epochs=3, batch_size=4)
     # S's update is zero by its own design where the loss needs feedback: that is its result, not an error
     result = sb.train(policy, problem, x, x, flow=sb.S(), optimizer=sb.make_optimizer("none"), epochs=2, batch_size=4)
     assert [row["update_sq_norm"] for row in result.history] == [0.0, 0.0]

@@ -2,14 +2,16 @@
 
 The authors used Keras's Adam, whose ε sits on ``sqrt(v)`` *before* bias
 correction (SPEC §1). :func:`scale_by_keras_adam` is that form;
-:func:`make_optimizer` chains the clipping of the protocol in front of it.
+:func:`make_optimizer` chains the clipping of the protocol in front of it,
+with every number injected into the state (``optax.inject_hyperparams``):
+one optimizer serves runs that differ in them, each run's numbers in its own
+state (:func:`with_hyperparams`).
 """
 
 from __future__ import annotations
 
-import functools
 import math
-from typing import Any, NamedTuple
+from typing import Any, Mapping, NamedTuple
 
 import jax
 import jax.numpy as jnp
@@ -23,6 +25,8 @@ __all__ = [
     "clip_limits",
     "clipping",
     "make_optimizer",
+    "optimizer_hyperparams",
+    "with_hyperparams",
     "CLIP_MODES",
     "ADAM_FORMS",
 ]
@@ -119,6 +123,17 @@ def clipping(mode: str) -> optax.GradientTransformation:
     )
 
 
+def optimizer_hyperparams(
+    clip: str = "none", learning_rate: float = 1e-3, *, b1: float = 0.9, b2: float = 0.999, eps: float = 1e-7
+) -> dict[str, float]:
+    """The numbers :func:`make_optimizer` keeps in its state, by name: ``max_delta`` and ``max_norm`` (the clip
+    mode's limits, :data:`CLIP_LIMITS`), ``learning_rate``, ``b1``, ``b2``, ``eps``."""
+    if not (isinstance(learning_rate, (int, float)) and math.isfinite(learning_rate) and learning_rate > 0):
+        raise ValueError(f"learning rate {learning_rate!r} must be a positive finite number")
+    max_delta, max_norm = clip_limits(clip)
+    return dict(max_delta=max_delta, max_norm=max_norm, learning_rate=learning_rate, b1=b1, b2=b2, eps=eps)
+
+
 def make_optimizer(
     clip: str = "none",
     learning_rate: float = 1e-3,
@@ -132,23 +147,50 @@ def make_optimizer(
 
     ``adam="keras"`` (default, as published) or ``"optax"`` (``optax.adam``,
     ε on the bias-corrected ``sqrt(v̂)``). All numbers (clip limits, learning
-    rate, β, ε) live in the optimizer state, so optimizers that differ only in
-    them run as one batched program (:func:`stablebptt.training.train_batched`).
+    rate, β, ε: :func:`optimizer_hyperparams`) live in the optimizer state, so
+    one optimizer trains runs that differ in them as one batched program
+    (:func:`stablebptt.training.train_batched`'s ``hyperparams``).
     """
-    if not (isinstance(learning_rate, (int, float)) and math.isfinite(learning_rate) and learning_rate > 0):
-        raise ValueError(f"learning rate {learning_rate!r} must be a positive finite number")
+    values = optimizer_hyperparams(clip, learning_rate, b1=b1, b2=b2, eps=eps)
     if adam not in ADAM_FORMS:
         raise ValueError(f"unknown Adam form {adam!r}; choose one of {', '.join(ADAM_FORMS)}")
-    # every optimizer of one Adam form shares one update function (its numbers are in the state), so a
-    # batch of them is seen to follow one rule by identity: stablebptt.training.train_batched
-    return optax.GradientTransformation(_build(clip, learning_rate, b1, b2, eps, adam).init, _shared_update(adam))
-
-
-def _build(clip: str, learning_rate: float, b1: float, b2: float, eps: float, adam: str) -> optax.GradientTransformation:
     adam_fn = keras_adam if adam == "keras" else optax.adam
-    return optax.chain(clipping(clip), optax.inject_hyperparams(adam_fn)(learning_rate=learning_rate, b1=b1, b2=b2, eps=eps))
+    return optax.chain(
+        clipping(clip),
+        optax.inject_hyperparams(adam_fn)(**{k: values[k] for k in ("learning_rate", "b1", "b2", "eps")}),
+    )
 
 
-@functools.cache
-def _shared_update(adam: str):
-    return _build("none", 1e-3, 0.9, 0.999, 1e-7, adam).update
+def _hyperparam_name(path: tuple) -> str | None:
+    """The name of a hyperparameter leaf of an ``optax.inject_hyperparams`` state (its path ends in ``.hyperparams[name]``), else None."""
+    if len(path) >= 2 and isinstance(path[-1], jax.tree_util.DictKey) and getattr(path[-2], "name", None) == "hyperparams":
+        return path[-1].key
+    return None
+
+
+def with_hyperparams(opt_state: Any, values: Mapping[str, float]) -> Any:
+    """``opt_state`` with the named hyperparameters of its ``optax.inject_hyperparams`` states set to ``values``.
+
+    Each value takes the dtype the state holds its hyperparameter in, as the
+    optimizer's own ``init`` would give it: the state of
+    ``make_optimizer().init(p)`` with ``optimizer_hyperparams(clip, lr)`` equals
+    ``make_optimizer(clip, lr).init(p)``. A name the state does not hold is a
+    one-line ValueError listing those it does.
+    """
+    leaves, treedef = jax.tree_util.tree_flatten_with_path(opt_state)
+    names = [_hyperparam_name(path) for path, _ in leaves]
+    unknown = sorted(set(values) - set(names))
+    if unknown:
+        held = ", ".join(dict.fromkeys(n for n in names if n is not None)) or "none"
+        raise ValueError(
+            f"the optimizer holds no hyperparameter {unknown[0]!r} in its state (it holds: {held}); "
+            "per-run numbers must be hyperparameters injected with optax.inject_hyperparams, as make_optimizer's are"
+        )
+
+    def value(name: str, old: jax.Array) -> jax.Array:
+        new = jnp.asarray(values[name], old.dtype)
+        if not jnp.issubdtype(old.dtype, jnp.inexact) and new != values[name]:
+            raise ValueError(f"hyperparameter {name!r} is held as {old.dtype} in the optimizer state, so {values[name]!r} cannot be set")
+        return new
+
+    return jax.tree.unflatten(treedef, [leaf if n is None or n not in values else value(n, leaf) for (_, leaf), n in zip(leaves, names, strict=True)])

@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Callable
 
+from ..engine.optim import optimizer_hyperparams
 from ..training import NonFiniteLossError, train_batched
 from ..runs import resume
 from ..runs.single import RunWriter, build, fresh_state, train_run
@@ -42,7 +43,8 @@ def _train_group(runs: list[Run], out: Path, on_epoch: Callable[[int], None], ch
             [s.train_x for s in setups],
             [s.test_x for s in setups],
             flow=[run.config.flow() for run in runs],
-            optimizers=[run.config.optimizer() for run in runs],
+            optimizer=config.optimizer(),
+            hyperparams=[optimizer_hyperparams(run.config.clip, run.config.learning_rate) for run in runs],
             epochs=config.epochs,
             batch_size=config.batch_size,
             on_epoch=record,

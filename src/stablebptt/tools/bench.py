@@ -1,9 +1,11 @@
 """Throughput of training: seconds per epoch, updates per second, FLOPs and the share of a matmul peak.
 
 Every task × method is timed at the paper's settings (256 training states,
-mini-batches of 8, 32 updates per epoch, each task's default difficulty): the
-epoch program is compiled ahead of time, run once to warm up, then the median
-of ``epochs`` runs is taken.
+mini-batches of 8, 32 updates per epoch, each task's default difficulty). The
+program timed is the one a run executes: :func:`stablebptt.training.compile_epoch`
+builds it from the run's configuration (its backward pass, ``remat`` and the
+task's own settings included), an epoch's updates and then the training and
+test losses; it is run once to warm up, then the median of ``epochs`` runs is taken.
 
 FLOPs come from :mod:`stablebptt.tools.flops`.
 """
@@ -22,12 +24,12 @@ import jax.numpy as jnp
 from .flops import program_flops
 from ..engine.flows import FLOW_NAMES
 from ..tasks import DIFFICULTY, TASKS
-from ..training import make_epoch_functions, split_batches
-from ..engine.updates import trainable
+from ..training import EpochProgram, compile_epoch
 from ..runs.config import RunConfig
 from ..runs.single import build
 
 __all__ = [
+    "bench_program",
     "format_bench_table",
     "matmul_peak",
     "parse_names",
@@ -86,18 +88,26 @@ def parse_names(text: str | Sequence[str], kind: str) -> list[str]:
     return list(dict.fromkeys(names))
 
 
-def _time_epochs(
-    compiled: Any, params: Any, opt_state: Any, batches: Any, epochs: int
-) -> list[float]:
+def _time_epochs(program: EpochProgram, epochs: int) -> list[float]:
     """Seconds of ``epochs`` consecutive epochs after one warm-up epoch; training state carried on."""
+    params, opt_state = program.params, program.opt_state
     times = []
     for i in range(epochs + 1):
         start = time.perf_counter()
-        params, opt_state, stats = compiled(params, opt_state, batches)
-        jax.block_until_ready((params, opt_state, stats))
+        params, opt_state, stats, losses = program.epoch(params, opt_state)
+        jax.block_until_ready((params, opt_state, stats, losses))
         if i:
             times.append(time.perf_counter() - start)
     return times
+
+
+def bench_program(config: RunConfig, runs: int = 1) -> EpochProgram:
+    """The epoch program a run of ``config`` executes, for ``runs`` copies of the run trained together."""
+    setup = build(config)
+    return compile_epoch(
+        [setup.policy] * runs, setup.task.problem, [setup.train_x] * runs, [setup.test_x] * runs,
+        flows=[config.flow()] * runs, optimizer=config.optimizer(), backward=config.backward(setup.task), batch_size=config.batch_size,
+    )  # fmt: skip
 
 
 def run_bench(
@@ -110,6 +120,7 @@ def run_bench(
     batch_size: int = 8,
     task_options: dict[str, dict] | None = None,
     runs: int = 1,
+    remat: bool | int = 0,
     peak: dict | None = None,
     say: Callable[[str], None] | None = None,
 ) -> list[dict]:
@@ -124,6 +135,7 @@ def run_bench(
         runs: how many runs train together as one ``vmap``ped program, as in a
             sweep group (1: a single run). Seconds are per epoch of all of
             them; updates/s and GFLOP/s count every run's work.
+        remat: the runs' ``remat`` setting (:class:`~stablebptt.runs.config.RunConfig`).
         peak: a :func:`matmul_peak` result to compare with; measured here if None.
         say: called with a line of progress after each pair.
 
@@ -140,7 +152,7 @@ def run_bench(
             raise ValueError(f"{name}={value!r}; expected a positive integer")
     tasks, methods = parse_names(tasks, "task"), parse_names(methods, "method")
     task_options = task_options or {}
-    settings = dict(dtype=dtype, n_train=n_train, batch_size=batch_size)
+    settings = dict(dtype=dtype, n_train=n_train, batch_size=batch_size, remat=remat)
     configs = [RunConfig.from_options(settings, task=t, task_options=task_options.get(t, {}), method=m) for t in tasks for m in methods]
     # a float64 run without 64-bit JAX fails here, before any work
     configs[0].jnp_dtype()
@@ -148,23 +160,10 @@ def run_bench(
     device = jax.devices()[0]
     rows = []
     for config in configs:
-        setup = build(config)
-        flow, optimizer = config.flow(), config.optimizer()
-        fns = make_epoch_functions(setup.policy, setup.task.problem, flow, optimizer)
-        params, _ = trainable(setup.policy)
-        opt_state = optimizer.init(params)
-        batches = split_batches(setup.train_x, config.batch_size)
-        epoch_fn = fns.train_epoch
-        if runs > 1:  # copies of the run, as one vmapped program (identical copies are computed like any others)
-            params, opt_state, batches = jax.tree.map(lambda a: jnp.stack([a] * runs), (params, opt_state, batches))
-            epoch_fn = jax.vmap(fns.train_epoch)
-        start = time.perf_counter()
-        compiled = jax.jit(epoch_fn).lower(params, opt_state, batches).compile()
-        compile_seconds = time.perf_counter() - start
-        seconds = statistics.median(
-            _time_epochs(compiled, params, opt_state, batches, epochs)
-        )
-        flops = program_flops(epoch_fn, params, opt_state, batches)
+        program = bench_program(config, runs)  # copies of the run: identical copies are computed like any others
+        compile_seconds = program.compile_seconds
+        seconds = statistics.median(_time_epochs(program, epochs))
+        flops = program_flops(program.epoch_fn, *program.args)
         updates = config.n_train // config.batch_size
         knob = DIFFICULTY[config.task]
         row = {

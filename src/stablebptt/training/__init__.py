@@ -1,15 +1,13 @@
-"""Training: data batching, the epoch program, metrics and the NaN guard."""
+"""Training: data batching, the epoch program (built and compiled in one place), the loop, metrics and the NaN guard."""
 
 from .batching import batch_count, split_batches
+from .program import EpochFunctions, EpochProgram, compile_epoch, evaluate_losses, make_epoch_functions
 from .trainer import (
     METRIC_COLUMNS,
-    EpochFunctions,
     NonFiniteLossError,
     ZeroUpdateError,
     TrainResult,
     TrainState,
-    evaluate_losses,
-    make_epoch_functions,
     train,
     train_batched,
 )
@@ -19,10 +17,12 @@ __all__ = [
     "split_batches",
     "METRIC_COLUMNS",
     "EpochFunctions",
+    "EpochProgram",
     "NonFiniteLossError",
     "ZeroUpdateError",
     "TrainResult",
     "TrainState",
+    "compile_epoch",
     "evaluate_losses",
     "make_epoch_functions",
     "train",

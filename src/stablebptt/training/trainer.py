@@ -1,19 +1,20 @@
-"""The paper's training loop: fixed-order mini-batches, one compiled program per epoch.
+"""The paper's training loop: fixed-order mini-batches, one compiled program for every epoch.
 
-A whole epoch (all mini-batch updates) is one ``lax.scan`` inside one ``jit``;
-the host syncs once per epoch, for the metrics. Knows no task: it takes a
-policy, a :class:`ControlProblem`, data, a flow and an optax optimizer.
+A whole epoch (all mini-batch updates, then the training and test losses) is
+one program (:func:`stablebptt.training.program.compile_epoch`), compiled
+once per call, the losses before training included; the host syncs once per
+epoch, for the metrics. Knows no task: it takes a policy, a
+:class:`ControlProblem`, data, a flow and an optax optimizer.
 
 One loop serves one run (:func:`train`) and a batch of runs
 (:func:`train_batched`): runs are stacked along a leading axis and their
 epoch is one ``vmap``ped program. Runs may differ in initial weights, data
-(e.g. seeds), every number an optimizer from :func:`stablebptt.make_optimizer`
-keeps in its state (clip mode, learning rate, Adam's β and ε) and in their
-flows; they share the problem and the network's structure. The training and
-test losses after each epoch are computed inside the same compiled program
-(one rollout of both sets where they share a shape), with the evaluation a
-later evaluation of the saved weights runs, ``vmap``ped: the logged losses are
-those of the saved weights to float rounding (1e-6 relative).
+(e.g. seeds), their flows and every hyperparameter the one optimizer keeps
+in its state (:func:`stablebptt.make_optimizer`'s clip limits, learning rate,
+Adam's β and ε); they share the problem and the network's structure. The
+losses are computed with the evaluation a later evaluation of the saved
+weights runs, ``vmap``ped: the logged losses are those of the saved weights
+to float rounding (1e-6 relative).
 """
 
 from __future__ import annotations
@@ -21,33 +22,29 @@ from __future__ import annotations
 import dataclasses
 import math
 import time
-from typing import Any, Callable, Sequence
+from typing import Any, Callable, Mapping, Sequence
 
 import equinox as eqx
 import jax
-import jax.numpy as jnp
 import numpy as np
 import optax
 
-from ..engine.flows import AbstractFlow, Combined, Regular, stack_flows
+from ..engine.flows import Combined, AbstractFlow, Regular
+from ..engine.optim import with_hyperparams
 from ..engine.problem import ControlProblem, sample_axes
-from ..engine.rollouts import rollout_loss
-from ..engine.updates import AbstractBackward, SharedBackward, trainable, value_and_update
-from .batching import batch_count, sample_count, split_batches
-from .sharding import data_mesh, replicate, shard_leading
+from ..engine.updates import AbstractBackward, SharedBackward, trainable
+from .batching import batch_count, sample_count
+from .program import EpochProgram, compile_epoch
 
 __all__ = [
     "METRIC_COLUMNS",
     "TIME_KEYS",
-    "EpochFunctions",
     "TrainResult",
     "TrainState",
     "NonFiniteLossError",
     "ZeroUpdateError",
     "epoch_row",
-    "evaluate_losses",
     "row_is_finite",
-    "make_epoch_functions",
     "check_data",
     "check_start",
     "train",
@@ -105,53 +102,6 @@ class ZeroUpdateError(ValueError):
             "its loss does not depend on the parameters (a reward with no gradient, e.g. a constant reward per step, "
             "or a controller whose output does not reach the state); give a loss that depends on the controlled state"
         )
-
-
-@dataclasses.dataclass(frozen=True)
-class EpochFunctions:
-    """The compiled pieces of training, pure functions of arrays (vmappable).
-
-    train_epoch(params, opt_state, batches) -> (params, opt_state, stats) with
-        ``stats = (batch_loss, update_sq_norm, cosine)`` each of shape ``(n_batches,)``.
-    evaluate(params, x) -> loss of the whole set ``x`` (forward only).
-    """
-
-    train_epoch: Callable
-    evaluate: Callable
-    static: Any
-
-
-def make_epoch_functions(
-    policy: Any,
-    problem: ControlProblem,
-    flow: AbstractFlow | None,
-    optimizer: optax.GradientTransformation,
-    *,
-    backward: AbstractBackward = SharedBackward(),
-) -> EpochFunctions:
-    """Build (unjitted) epoch and evaluation functions for a policy's structure.
-
-    ``train_epoch(params, opt_state, batches, flow=flow)``: with ``flow=None``
-    here, the flow must be passed to every call (e.g. a traced, vmapped
-    :class:`~stablebptt.engine.flows.Schedule`).
-    """
-    _, static = trainable(policy)
-
-    def train_epoch(params, opt_state, batches, flow=flow):
-        def update_step(carry, batch):
-            params, opt_state = carry
-            loss, update, info = value_and_update(flow, eqx.combine(params, static), problem, batch, backward=backward)
-            updates, opt_state = optimizer.update(update, opt_state, params)
-            params = optax.apply_updates(params, updates)
-            return (params, opt_state), (loss, info.sq_norm, info.cosine)
-
-        (params, opt_state), stats = jax.lax.scan(update_step, (params, opt_state), batches)
-        return params, opt_state, stats
-
-    def evaluate(params, x):
-        return rollout_loss(eqx.combine(params, static), problem, x, Regular())
-
-    return EpochFunctions(train_epoch, evaluate, static)
 
 
 def epoch_row(epoch: int, stats: Sequence, losses: Sequence, seconds: float) -> dict:
@@ -263,221 +213,167 @@ def check_start(start: TrainState, params: Any, opt_state: Any, epochs: int) -> 
         )
 
 
+@dataclasses.dataclass(frozen=True)
+class _Runs:
+    """The runs of one training call, one entry per run (a single run: lists of one)."""
 
-def _stack(trees: Sequence[Any]) -> Any:
-    return jax.tree.map(lambda *xs: jnp.stack(xs), *trees)
-
-
-def _run(tree: Any, i: int) -> Any:
-    return jax.tree.map(lambda a: a[i], tree)
-
-
-def _check_same_rule(optimizers: Sequence[optax.GradientTransformation], params_list: list, opt_states: list) -> None:
-    """Refuse optimizers whose update rules differ outside their states: the batch applies the first one's rule."""
-    rng = np.random.default_rng(0)
-    for i, (opt, params, state) in enumerate(zip(optimizers, params_list, opt_states, strict=True)):
-        if opt.update is optimizers[0].update:  # one update function: one rule (make_optimizer's optimizers share it)
-            continue
-        probe = jax.tree.map(lambda a: jnp.asarray(rng.normal(size=a.shape), a.dtype), params)
-        own, _ = opt.update(probe, state, params)
-        first, _ = optimizers[0].update(probe, state, params)
-        if not all(bool(jnp.array_equal(a, b)) for a, b in zip(jax.tree.leaves(own), jax.tree.leaves(first), strict=True)):
-            raise ValueError(
-                f"train_batched: optimizer {i} updates differently from optimizer 0 with the same state (its settings live "
-                "outside its state, e.g. optax.adam(1e-1)); build them with stablebptt.make_optimizer, which keeps clip "
-                "limits and learning rate in the state, or train the runs separately"
-            )
+    policies: Sequence[Any]
+    problem: ControlProblem
+    train_xs: Sequence[Any]
+    test_xs: Sequence[Any]
+    flows: Sequence[AbstractFlow]
 
 
-def _one_flow(flows: Sequence[AbstractFlow]) -> AbstractFlow | None:
-    """The flow every run shares, or None if they differ (then they train as stacked schedules)."""
-    first = flows[0]
-    return first if all(f is first or eqx.tree_equal(f, first) is True for f in flows[1:]) else None
+@dataclasses.dataclass(frozen=True)
+class _Hooks:
+    """What the loop hands over after each epoch, and what it does when a run diverges."""
+
+    on_epoch: Callable[[list[dict | None]], None] | None
+    checkpoint: Callable[[list[TrainState]], None] | None
+    checkpoint_every: int
+    raise_on_divergence: bool
 
 
-def _epoch_program(fns: EpochFunctions, flows: Sequence[AbstractFlow], n_steps: int, n_runs: int) -> tuple[Callable, Any]:
-    """``(epoch, flow_arg)``: an epoch of all runs, ``epoch(params, opt_state, batches, flow_arg)`` on stacked runs.
+@dataclasses.dataclass
+class _Progress:
+    """Where the runs stand after ``epoch`` epochs: the program's parameters and optimizer states, and each run's record."""
 
-    One run is the unbatched program (the leading run axis is dropped inside
-    ``jit``); several runs of one flow ``vmap`` over parameters, optimizer
-    states and data with the flow fixed (its concrete gates let M and S skip
-    network Jacobians); runs of different flows also ``vmap`` over the
-    flows' stacked :class:`~stablebptt.engine.flows.Schedule`.
-    """
-    shared = _one_flow(flows)
-    if shared is not None and n_runs == 1:
-
-        def single(params, opt_state, batches, _):
-            out = fns.train_epoch(_run(params, 0), _run(opt_state, 0), _run(batches, 0), shared)
-            return jax.tree.map(lambda a: a[None], out)
-
-        return single, None
-    if shared is not None:
-        return jax.vmap(lambda p, o, b, _: fns.train_epoch(p, o, b, shared), in_axes=(0, 0, 0, None)), None
-    return jax.vmap(fns.train_epoch), stack_flows(flows, n_steps)
+    epoch: int
+    params: Any
+    opt_state: Any
+    histories: list[list[dict]]
+    initial: list[dict]
+    diverged: list[int | None]
 
 
-def _stack_sets(train_xs: Sequence[Any], test_xs: Sequence[Any]) -> Any:
-    """The runs' evaluation sets as few arrays as their shapes allow.
-
-    ``(stacked,)`` with leaves ``(runs, 2, samples, ...)`` when every run's
-    training and test sets have one shape (one rollout per run evaluates
-    both); ``(train, test)`` stacked over runs when only the runs agree;
-    else ``[(train, test), ...]`` per run.
-    """
-    like = lambda a, b: jax.tree.structure(a) == jax.tree.structure(b) and all(  # noqa: E731
-        np.shape(u) == np.shape(v) and getattr(u, "dtype", type(u)) == getattr(v, "dtype", type(v))
-        for u, v in zip(jax.tree.leaves(a), jax.tree.leaves(b), strict=True)
-    )
-    everything = [*train_xs, *test_xs]
-    if all(like(everything[0], x) for x in everything[1:]):
-        return (_stack([_stack([a, b]) for a, b in zip(train_xs, test_xs, strict=True)]),)
-    if all(like(train_xs[0], x) for x in train_xs[1:]) and all(like(test_xs[0], x) for x in test_xs[1:]):
-        return (_stack(train_xs), _stack(test_xs))
-    return [(a, b) for a, b in zip(train_xs, test_xs, strict=True)]
-
-
-def _losses_program(evaluate: Callable, n_runs: int, sets: Any) -> Callable:
-    """``losses(params, sets) -> (runs, 2)``: every run's training and test loss, for :func:`_stack_sets`'s layout.
-
-    ``evaluate(params, x)`` is the loss of a whole set; it is ``vmap``ped over
-    the two sets (one rollout of both when they share a shape) and the runs.
-    """
-    both = jax.vmap(evaluate, in_axes=(None, 0))
-    pair = lambda p, a, b: jnp.stack([evaluate(p, a), evaluate(p, b)])  # noqa: E731
-    if isinstance(sets, list):
-        return lambda params, sets: jnp.stack([pair(_run(params, i), a, b) for i, (a, b) in enumerate(sets)])
-    if n_runs == 1:
-        if len(sets) == 1:
-            return lambda params, sets: both(_run(params, 0), _run(sets[0], 0))[None]
-        return lambda params, sets: pair(_run(params, 0), _run(sets[0], 0), _run(sets[1], 0))[None]
-    if len(sets) == 1:
-        return lambda params, sets: jax.vmap(both)(params, sets[0])
-    return lambda params, sets: jax.vmap(pair)(params, *sets)
-
-
-def evaluate_losses(policy: Any, problem: ControlProblem, train_x: Any, test_x: Any) -> tuple[float, float]:
-    """The training and test loss of ``policy``, computed as training logs them after each epoch
-    (the same evaluation, both sets in one program)."""
-    params, _ = trainable(policy)
-    fns = make_epoch_functions(policy, problem, None, optax.identity())
-    sets = _stack_sets([train_x], [test_x])
-    losses = jax.jit(_losses_program(fns.evaluate, 1, sets))(_stack([params]), sets)
-    train_loss, test_loss = np.asarray(losses)[0]
-    return float(train_loss), float(test_loss)
-
-
-def _fit(
-    policies: Sequence[Any],
-    problem: ControlProblem,
-    train_xs: Sequence[Any],
-    test_xs: Sequence[Any],
-    *,
-    flows: Sequence[AbstractFlow],
-    optimizers: Sequence[optax.GradientTransformation],
-    epochs: int,
-    batch_size: int,
-    on_epoch: Callable[[list[dict | None]], None] | None,
-    backward: AbstractBackward,
-    devices: Sequence[jax.Device] | None,
-    starts: Sequence[TrainState] | None,
-    checkpoint: Callable[[list[TrainState]], None] | None,
-    checkpoint_every: int,
-    raise_on_divergence: bool,
-) -> list[TrainResult]:
-    """The training loop behind :func:`train` (one run) and :func:`train_batched` (several)."""
-    n = len(policies)
-    if n < 1 or not (len(train_xs) == len(test_xs) == len(optimizers) == len(flows) == n):
-        raise ValueError("train_batched needs one policy, training set, test set, optimizer and flow per run (at least one run)")
+def _validate(runs: _Runs, epochs: int, batch_size: int) -> None:
+    """One-line ValueErrors for runs that cannot train: counts, epochs, set sizes, structures, data."""
+    n = len(runs.policies)
+    if n < 1 or not (len(runs.train_xs) == len(runs.test_xs) == len(runs.flows) == n):
+        raise ValueError("train_batched needs one policy, training set, test set and flow per run (at least one run)")
     if isinstance(epochs, bool) or not isinstance(epochs, int) or epochs < 1:
         raise ValueError(f"epochs={epochs!r}; expected a positive integer")
-    axes = sample_axes(problem, policies[0], train_xs[0])
-    for x, t in zip(train_xs, test_xs, strict=True):
+    axes = sample_axes(runs.problem, runs.policies[0], runs.train_xs[0])
+    for x, t in zip(runs.train_xs, runs.test_xs, strict=True):
         batch_count(sample_count(x, axes, "training set"), batch_size)
-        if sample_count(t, sample_axes(problem, policies[0], t), "test set") < 1:
+        if sample_count(t, sample_axes(runs.problem, runs.policies[0], t), "test set") < 1:
             raise ValueError("the test set is empty; give at least one test sample")
-
-    split = [trainable(p) for p in policies]
-    params_list = [p for p, _ in split]
-    if len({jax.tree.structure(p) for p in params_list}) != 1 or any(jax.tree.structure(s) != jax.tree.structure(split[0][1]) for _, s in split):
+    split = [trainable(p) for p in runs.policies]
+    if len({jax.tree.structure(p) for p, _ in split}) != 1 or any(jax.tree.structure(s) != jax.tree.structure(split[0][1]) for _, s in split):
         raise ValueError("train_batched: all policies must have the same structure")
-    opt_states = [opt.init(p) for opt, p in zip(optimizers, params_list, strict=True)]
-    if len({jax.tree.structure(s) for s in opt_states}) != 1:
-        raise ValueError("train_batched: optimizers must be built alike (make_optimizer with the same adam form)")
-    _check_same_rule(optimizers, params_list, opt_states)
+    for policy, train_x, test_x in zip(runs.policies, runs.train_xs, runs.test_xs, strict=True):
+        check_data(policy, runs.problem, train_x, test_x)
+
+
+def _starting_states(
+    runs: _Runs, optimizer: optax.GradientTransformation, hyperparams: Sequence[Mapping[str, float]] | None, starts: Sequence[TrainState] | None, epochs: int
+) -> tuple[list, list]:
+    """Each run's parameters and optimizer state to train from: its policy's weights and the optimizer's
+    state with the run's hyperparameters, or its start state (checked against those)."""
+    n = len(runs.policies)
+    params = [trainable(p)[0] for p in runs.policies]
+    if hyperparams is not None and len(hyperparams) != n:
+        raise ValueError(f"train_batched: give one mapping of hyperparameters per run ({n}), not {len(hyperparams)}")
+    opt_states = [optimizer.init(p) for p in params]
+    if hyperparams is not None:
+        opt_states = [with_hyperparams(s, h) for s, h in zip(opt_states, hyperparams, strict=True)]
+    if starts is None:
+        return params, opt_states
+    if len(starts) != n or len({s.epoch for s in starts}) != 1:
+        raise ValueError("train_batched: give one start state per run, all at the same epoch")
+    for start, p, state in zip(starts, params, opt_states, strict=True):
+        check_start(start, p, state, epochs)
+    return [s.params for s in starts], [s.opt_state for s in starts]
+
+
+def _begin(program: EpochProgram, starts: Sequence[TrainState] | None) -> _Progress:
+    """The runs before the first epoch to train: the losses before any update come from the epoch program itself."""
+    n = program.n_runs
     if starts is not None:
-        if len(starts) != n or len({s.epoch for s in starts}) != 1:
-            raise ValueError("train_batched: give one start state per run, all at the same epoch")
-        for start, params, state in zip(starts, params_list, opt_states, strict=True):
-            check_start(start, params, state, epochs)
-        params_list, opt_states = [s.params for s in starts], [s.opt_state for s in starts]
-    for policy, train_x, test_x in zip(policies, train_xs, test_xs, strict=True):
-        check_data(policy, problem, train_x, test_x)
+        return _Progress(starts[0].epoch, program.params, program.opt_state, [list(s.history) for s in starts],
+                         [dict(s.initial) for s in starts], [s.diverged_at for s in starts])  # fmt: skip
+    losses = program.per_run(np.asarray(program.losses(program.params, program.opt_state)))
+    initial = [{"train_loss": float(a), "test_loss": float(b)} for a, b in losses]
+    return _Progress(0, program.params, program.opt_state, [[] for _ in range(n)], initial, [None] * n)
 
-    fns = make_epoch_functions(policies[0], problem, None, optimizers[0], backward=backward)
-    epoch_fn, flow_arg = _epoch_program(fns, flows, problem.n_steps, n)
-    mesh = data_mesh(batch_size, devices)
-    params, opt_state = replicate((_stack(params_list), _stack(opt_states)), mesh)
-    batches = shard_leading(_stack([split_batches(x, batch_size, axes) for x in train_xs]), mesh, axis=2)
-    sets = _stack_sets(train_xs, test_xs)
-    sets = shard_leading(sets, mesh, axis=0 if isinstance(sets, list) else 2 if len(sets) == 1 else 1)  # the sample axis
-    losses_fn = _losses_program(fns.evaluate, n, sets)
 
-    def epoch_and_losses(params, opt_state, batches, flow_arg, sets):
-        params, opt_state, stats = epoch_fn(params, opt_state, batches, flow_arg)
-        return params, opt_state, stats, losses_fn(params, sets)
+def _record(progress: _Progress, stats: Sequence, losses: Any, seconds: float, program: EpochProgram) -> list[dict | None]:
+    """The epoch's row of every run not yet diverged (None for the others), appended to its history; marks new divergence."""
+    rows: list[dict | None] = []
+    for i, (run_stats, run_losses) in enumerate(zip(program.per_run(stats), program.per_run(losses), strict=True)):
+        if progress.diverged[i] is not None:
+            rows.append(None)
+            continue
+        row = epoch_row(progress.epoch, run_stats, run_losses, seconds)
+        progress.histories[i].append(row)
+        rows.append(row)
+        if not row_is_finite(row):
+            progress.diverged[i] = progress.epoch
+    return rows
 
-    spent = dict.fromkeys(TIME_KEYS, 0.0)
-    t0 = time.perf_counter()
-    train_epoch = jax.jit(epoch_and_losses).lower(params, opt_state, batches, flow_arg, sets).compile()
-    if starts is None:  # the losses before any update: the same evaluation, compiled on its own
-        initial = [{"train_loss": float(a), "test_loss": float(b)} for a, b in np.asarray(jax.jit(losses_fn)(params, sets))]
-    else:
-        initial = [dict(s.initial) for s in starts]
-    compile_seconds = spent["compile"] = time.perf_counter() - t0
 
-    histories: list[list[dict]] = [[] for _ in range(n)] if starts is None else [list(s.history) for s in starts]
-    diverged: list[int | None] = [None] * n if starts is None else [s.diverged_at for s in starts]
-    for epoch in range(1 if starts is None else starts[0].epoch + 1, epochs + 1):
+def _loop(program: EpochProgram, flows: Sequence[AbstractFlow], progress: _Progress, epochs: int, hooks: _Hooks, spent: dict) -> _Progress:
+    """Run epochs ``progress.epoch + 1 .. epochs`` (fewer if every run diverged), handing each epoch over to the hooks."""
+    n = program.n_runs
+    while progress.epoch < epochs:
         began = time.perf_counter()
-        params, opt_state, stats, losses = train_epoch(params, opt_state, batches, flow_arg, sets)
+        progress.params, progress.opt_state, stats, losses = program.epoch(progress.params, progress.opt_state)
         stats, losses = jax.device_get((stats, losses))  # the one host sync of the epoch
         seconds = time.perf_counter() - began
         spent["epochs"] += seconds
         began = time.perf_counter()
-        rows: list[dict | None] = []
-        for i in range(n):
-            if diverged[i] is not None:
-                rows.append(None)
-                continue
-            row = epoch_row(epoch, [s[i] for s in stats], losses[i], seconds)
-            histories[i].append(row)
-            rows.append(row)
-            if not row_is_finite(row):
-                diverged[i] = epoch
-        if epoch == 1:
+        progress.epoch += 1
+        rows = _record(progress, stats, losses, seconds, program)
+        if progress.epoch == 1:
             for i, row in enumerate(rows):
                 if row is not None and row["update_sq_norm"] == 0.0 and _zero_means_no_gradient(flows[i]):
                     raise ZeroUpdateError(None if n == 1 else i)
-        if on_epoch is not None:
-            on_epoch(rows)
-        if raise_on_divergence and any(d == epoch for d in diverged):
-            i = diverged.index(epoch)
-            raise NonFiniteLossError(epoch, histories[i], initial[i])
-        if all(d is not None for d in diverged):
+        if hooks.on_epoch is not None:
+            hooks.on_epoch(rows)
+        if hooks.raise_on_divergence and progress.epoch in progress.diverged:
+            i = progress.diverged.index(progress.epoch)
+            raise NonFiniteLossError(progress.epoch, progress.histories[i], progress.initial[i])
+        if all(d is not None for d in progress.diverged):
             break
-        if checkpoint is not None and checkpoint_due(epoch, epochs, checkpoint_every):
-            host_params, host_state = jax.device_get((params, opt_state))
-            checkpoint([
-                TrainState(epoch, _run(host_params, i), _run(host_state, i), list(histories[i]), initial[i], diverged[i])
-                for i in range(n)
+        if hooks.checkpoint is not None and checkpoint_due(progress.epoch, epochs, hooks.checkpoint_every):
+            host = program.per_run(jax.device_get((progress.params, progress.opt_state)))
+            hooks.checkpoint([
+                TrainState(progress.epoch, p, o, list(progress.histories[i]), progress.initial[i], progress.diverged[i])
+                for i, (p, o) in enumerate(host)
             ])  # fmt: skip
         spent["record"] += time.perf_counter() - began
+    return progress
 
-    n_devices = 1 if mesh is None else mesh.devices.size
+
+def _fit(
+    runs: _Runs,
+    optimizer: optax.GradientTransformation,
+    *,
+    epochs: int,
+    batch_size: int,
+    backward: AbstractBackward,
+    devices: Sequence[jax.Device] | None,
+    hyperparams: Sequence[Mapping[str, float]] | None,
+    starts: Sequence[TrainState] | None,
+    hooks: _Hooks,
+) -> list[TrainResult]:
+    """The training behind :func:`train` (one run) and :func:`train_batched` (several): validate, compile one program, loop."""
+    _validate(runs, epochs, batch_size)
+    params, opt_states = _starting_states(runs, optimizer, hyperparams, starts, epochs)
+    static = trainable(runs.policies[0])[1]
+    spent = dict.fromkeys(TIME_KEYS, 0.0)
+    began = time.perf_counter()
+    program = compile_epoch(
+        [eqx.combine(p, static) for p in params], runs.problem, runs.train_xs, runs.test_xs, flows=runs.flows,
+        optimizer=optimizer, backward=backward, batch_size=batch_size, opt_states=opt_states, devices=devices,
+    )  # fmt: skip
+    progress = _begin(program, starts)
+    spent["compile"] = time.perf_counter() - began
+    progress = _loop(program, runs.flows, progress, epochs, hooks, spent)
+    finals = zip(program.per_run(progress.params), program.per_run(progress.opt_state), strict=True)
     return [
-        TrainResult(eqx.combine(_run(params, i), split[i][1]), _run(opt_state, i), histories[i], initial[i], compile_seconds, diverged[i], n_devices, dict(spent))
-        for i in range(n)
+        TrainResult(eqx.combine(p, trainable(policy)[1]), o, progress.histories[i], progress.initial[i], spent["compile"], progress.diverged[i], program.n_devices, dict(spent))
+        for i, ((p, o), policy) in enumerate(zip(finals, runs.policies, strict=True))
     ]
 
 
@@ -525,11 +421,15 @@ def train(
         NonFiniteLossError: a loss became NaN or infinite; the epoch's row has
             already been passed to ``on_epoch``.
     """
-    return _fit(
-        [policy], problem, [train_x], [test_x], flows=[flow], optimizers=[optimizer], epochs=epochs, batch_size=batch_size,
-        on_epoch=None if on_epoch is None else (lambda rows: on_epoch(rows[0])), backward=backward, devices=devices,
-        starts=None if start is None else [start], checkpoint=None if checkpoint is None else (lambda states: checkpoint(states[0])),
+    hooks = _Hooks(
+        on_epoch=None if on_epoch is None else (lambda rows: on_epoch(rows[0])),
+        checkpoint=None if checkpoint is None else (lambda states: checkpoint(states[0])),
         checkpoint_every=checkpoint_every, raise_on_divergence=True,
+    )  # fmt: skip
+    runs = _Runs([policy], problem, [train_x], [test_x], [flow])
+    return _fit(
+        runs, optimizer, epochs=epochs, batch_size=batch_size, backward=backward, devices=devices, hyperparams=None,
+        starts=None if start is None else [start], hooks=hooks,
     )[0]  # fmt: skip
 
 
@@ -540,7 +440,8 @@ def train_batched(
     test_xs: Sequence[Any],
     *,
     flow: AbstractFlow | Sequence[AbstractFlow],
-    optimizers: Sequence[optax.GradientTransformation],
+    optimizer: optax.GradientTransformation,
+    hyperparams: Sequence[Mapping[str, float]] | None = None,
     epochs: int,
     batch_size: int = 8,
     on_epoch: Callable[[list[dict | None]], None] | None = None,
@@ -550,18 +451,21 @@ def train_batched(
     checkpoint: Callable[[list[TrainState]], None] | None = None,
     checkpoint_every: int = 10,
 ) -> list[TrainResult]:
-    """Train ``len(policies)`` runs as one compiled program; run ``i`` is ``(policies[i], train_xs[i], test_xs[i], optimizers[i])``.
+    """Train ``len(policies)`` runs as one compiled program; run ``i`` is ``(policies[i], train_xs[i], test_xs[i], hyperparams[i])``.
 
     ``flow``: one flow for every run, or one per run (e.g. ``[R(), M(), C()]``):
     runs of different flows train side by side as stacked
     :class:`~stablebptt.engine.flows.Schedule` values, every run with as many
     backward passes as the flow that needs most.
 
-    ``optimizers`` must come from :func:`stablebptt.make_optimizer` with the
-    same ``adam`` form (they may differ in clip mode and numbers): the first
-    one's update rule is used for all, with each run's own state. Optimizers
-    that would update differently under that rule (e.g. ``optax.adam`` with
-    different learning rates) are refused.
+    ``optimizer``: the one update rule of every run. ``hyperparams``: one
+    mapping per run of the numbers that differ, set in that run's optimizer
+    state (:func:`stablebptt.engine.optim.with_hyperparams`): hyperparameters
+    the optimizer injects with ``optax.inject_hyperparams``, e.g.
+    ``optimizer_hyperparams(clip, learning_rate)`` for :func:`stablebptt.make_optimizer`
+    (clip limits, learning rate, β, ε) or ``{"learning_rate": 0.1}`` for
+    ``optax.inject_hyperparams(optax.adam)(learning_rate=1e-3)``. None: every
+    run uses the optimizer's own numbers.
 
     A run whose loss becomes non-finite is marked (``diverged_at_epoch``) and
     its history ends there; the others go on. ``on_epoch`` receives one row
@@ -573,8 +477,9 @@ def train_batched(
     ``checkpoint_every`` epochs (not after the last).
     """
     flows = [flow] * len(policies) if isinstance(flow, AbstractFlow) else list(flow)
+    runs = _Runs(list(policies), problem, list(train_xs), list(test_xs), flows)
+    hooks = _Hooks(on_epoch, checkpoint, checkpoint_every, raise_on_divergence=False)
     return _fit(
-        policies, problem, train_xs, test_xs, flows=flows, optimizers=optimizers, epochs=epochs, batch_size=batch_size,
-        on_epoch=on_epoch, backward=backward, devices=devices, starts=starts, checkpoint=checkpoint,
-        checkpoint_every=checkpoint_every, raise_on_divergence=False,
+        runs, optimizer, epochs=epochs, batch_size=batch_size, backward=backward, devices=devices, hyperparams=hyperparams,
+        starts=starts, hooks=hooks,
     )  # fmt: skip

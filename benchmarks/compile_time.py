@@ -1,0 +1,155 @@
+"""What a run spends compiling, against a plain ``jax.jit(jax.grad(loss))`` step of the same rollout.
+
+    python benchmarks/compile_time.py [--cases cartpole pendulum] [--flows R C] [--repeats 3]
+
+Cases: cart pole from the task registry (``sb.make_task("cartpole")``, its
+default 2 poles and 100 steps) and the README's pendulum ("your own simulator")
+at 80 steps; 256 training and 256 test states, mini-batches of 8.
+
+For every case and flow, each figure is measured in a fresh process (JAX's
+caches empty, the persistent compilation cache off, XLA warmed up by one
+trivial program), the repeats interleaved, and the median printed:
+
+- plain: ``jax.jit(lambda p, batch, test: (jax.grad(loss)(p, batch), loss(p, test)))``
+  lowered and compiled, ``loss`` a hand-written ``lax.scan`` of the controller
+  and the simulator: one gradient of a mini-batch plus a forward evaluation.
+- run: ``sb.train(..., epochs=1)``: the call's wall time less the epoch's own
+  execution (``result.seconds["epochs"]`` and ``["record"]``), i.e. what a
+  run spends before and around training (checks, laying out the data,
+  tracing, compiling, the losses before training).
+
+Beside the wall times: XLA's own compile time summed over every program the
+call compiled, and how many programs that was (JAX's
+``/jax/core/compile/backend_compile_duration`` events). Wall times move with
+other load on the machine; the ratio of run to plain is the figure to read.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import subprocess
+import sys
+import time
+
+CASES = ("cartpole", "pendulum")
+
+
+def _case(name: str):
+    """``(policy, problem, train_x, test_x)`` of a case."""
+    import jax
+    import jax.numpy as jnp
+
+    import stablebptt as sb
+
+    if name == "cartpole":
+        task = sb.make_task("cartpole")
+        k_train, k_test, k_init = jax.random.split(jax.random.key(42), 3)
+        return task.make_policy(k_init), task.problem, task.sample_initial_states(k_train, 256), task.sample_initial_states(k_test, 256)
+
+    def step(x, force):  # the README's pendulum
+        velocity = x[:, 1] + 0.1 * (force[:, 0] - jnp.sin(x[:, 0]))
+        return jnp.stack([x[:, 0] + 0.1 * velocity, velocity], axis=1)
+
+    problem = sb.ControlProblem(step=step, n_steps=80, final_loss=lambda x: jnp.mean(x**2))
+    policy = sb.DenseNet(2, 1, hidden=(32, 32), key=jax.random.key(0), zero_last_kernel=True)
+    train_x, test_x = jax.random.uniform(jax.random.key(1), (2, 256, 2), minval=-1, maxval=1)
+    return policy, problem, train_x, test_x
+
+
+def _plain_loss(policy, problem):
+    """``loss(params, x)``: the rollout's total loss, written as a user would, with the policy's structure fixed."""
+    import equinox as eqx
+    import jax
+    import jax.numpy as jnp
+
+    params, static = eqx.partition(policy, eqx.is_inexact_array)
+
+    def loss(params, x):
+        controller = eqx.combine(params, static)
+
+        def body(carry, _):
+            x, total = carry
+            c = controller(x)
+            x = problem.step(x, c)
+            if problem.step_loss is not None:
+                total = total + problem.step_loss(x, c)
+            return (x, total), None
+
+        (x, total), _ = jax.lax.scan(body, (x, jnp.zeros(())), None, length=problem.n_steps)
+        return total if problem.final_loss is None else total + problem.final_loss(x)
+
+    return params, loss
+
+
+def _child(case: str, flow: str, what: str) -> dict:
+    import jax
+
+    jax.config.update("jax_enable_compilation_cache", False)
+    compiles: list[float] = []
+
+    def listen(event: str, duration: float, **_: object) -> None:
+        if event == "/jax/core/compile/backend_compile_duration":
+            compiles.append(duration)
+
+    import stablebptt as sb
+
+    policy, problem, train_x, test_x = _case(case)
+    jax.block_until_ready((train_x, test_x))
+    jax.jit(lambda x: x + 1).lower(1.0).compile()  # XLA's one-time start, outside both measurements
+    jax.monitoring.register_event_duration_secs_listener(listen)
+    began = time.perf_counter()
+    if what == "plain":
+        params, loss = _plain_loss(policy, problem)
+        step = jax.jit(lambda p, batch, test: (jax.grad(loss)(p, batch), loss(p, test)))
+        step.lower(params, train_x[:8], test_x).compile()
+        wall = time.perf_counter() - began
+    else:
+        result = sb.train(policy, problem, train_x, test_x, flow=sb.flow_from_name(flow), optimizer=sb.make_optimizer("norm"), epochs=1)
+        wall = time.perf_counter() - began - result.seconds["epochs"] - result.seconds["record"]
+    return {"wall": wall, "xla": sum(compiles), "programs": len(compiles)}
+
+
+def _measure(case: str, flow: str, what: str) -> dict:
+    env = dict(os.environ, JAX_ENABLE_COMPILATION_CACHE="false")
+    done = subprocess.run([sys.executable, __file__, "--child", case, flow, what], capture_output=True, text=True, env=env, check=False)
+    if done.returncode:
+        raise RuntimeError(done.stderr[-3000:])
+    return json.loads(done.stdout.strip().splitlines()[-1])
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--cases", nargs="+", choices=CASES, default=list(CASES))
+    parser.add_argument("--flows", nargs="+", default=["R", "C"])
+    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--child", nargs=3, help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.child:
+        print(json.dumps(_child(*args.child)))
+        return
+
+    import jax
+    import stablebptt
+
+    print(f"# compile time of a run against a plain jit(grad) step\n\nJAX {jax.__version__}, {jax.devices()[0].device_kind}; "
+          f"stablebptt from {os.path.dirname(stablebptt.__file__)}; median of {args.repeats} fresh processes\n")  # fmt: skip
+    print("| case | flow | plain [s] | run [s] | run / plain | plain XLA [s] | run XLA [s] | programs compiled by the run |")
+    print("|---|---|---:|---:|---:|---:|---:|---:|")
+    for case in args.cases:
+        samples: dict[str, list[dict]] = {name: [] for name in ("plain", *args.flows)}
+        for _ in range(args.repeats):  # interleaved, so that a change of load on the machine touches every figure
+            for name, found in samples.items():
+                found.append(_measure(case, name if name != "plain" else "R", "plain" if name == "plain" else "run"))
+        med = {name: {k: statistics.median(s[k] for s in found) for k in ("wall", "xla", "programs")} for name, found in samples.items()}
+        plain = med["plain"]
+        for flow in args.flows:
+            run = med[flow]
+            print(f"| {case} | {flow} | {plain['wall']:.2f} | {run['wall']:.2f} | {run['wall'] / plain['wall']:.2f} "
+                  f"| {plain['xla']:.2f} | {run['xla']:.2f} | {run['programs']:.0f} |", flush=True)  # fmt: skip
+
+
+if __name__ == "__main__":
+    main()
