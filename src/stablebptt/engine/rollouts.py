@@ -10,7 +10,7 @@ from jax import lax
 
 from .remat import segment_length, segmented_scan
 from .flows import Flow, Regular, gate
-from .problem import ControlProblem, check_controller
+from .problem import ControlProblem, check_controller, check_flow, check_policy, check_positive_int, check_states
 
 __all__ = ["Trajectory", "rollout", "rollout_loss", "gated_loss"]
 
@@ -92,8 +92,10 @@ def rollout(
     States and controls are stacked on a new leading (time) axis. ``flow``
     (single-pass) only matters if you differentiate through the result.
     """
-    if flow.n_passes != 1:
-        raise ValueError(f"rollout needs a single-pass flow; got {flow.name}")
+    check_positive_int(n_steps, "n_steps")
+    check_flow(flow, single_pass=True)
+    check_policy(policy, trained=False)
+    check_states(x0)
     check_controller(policy, step, x0)
     net, sim = flow.gate_schedule(n_steps)
     body = _body(policy, step, None)

@@ -30,7 +30,7 @@ import numpy as np
 import optax
 
 from ..engine.flows import Combined, Flow, Regular, stack_flows
-from ..engine.problem import ControlProblem, sample_axes
+from ..engine.problem import ControlProblem, check_flow, check_optimizer, check_policy, check_positive_int, check_states, sample_axes
 from ..engine.rollouts import rollout_loss
 from ..engine.updates import Backward, SharedBackward, trainable, value_and_update
 from .batching import batch_count, sample_count, split_batches
@@ -228,20 +228,8 @@ def check_data(policy: Any, problem: ControlProblem, train_x: Any, test_x: Any) 
     """One-line ValueErrors, naming the set, for data that cannot train: float64 arrays while 64-bit
     JAX is off (they would be computed in float32), NaN or infinite values, a layout that the
     controller or the simulator refuses."""
-    x64 = jax.config.read("jax_enable_x64")
     for name, x in (("training set", train_x), ("test set", test_x)):
-        for leaf in jax.tree.leaves(x):
-            dtype = getattr(leaf, "dtype", None)
-            if dtype is None or jax.dtypes.issubdtype(dtype, jax.dtypes.prng_key) or not np.issubdtype(dtype, np.inexact):
-                continue
-            if dtype == np.float64 and not x64:
-                raise ValueError(
-                    f"the {name} is float64 but 64-bit JAX is off, so it would be computed in float32; "
-                    "call stablebptt.set_float64() first (--x64 on the command line), or pass float32 data"
-                )
-            bad = np.argwhere(~np.isfinite(np.atleast_1d(np.asarray(leaf))))
-            if len(bad):
-                raise ValueError(f"the {name} holds NaN or infinite values (sample {bad[0][0]}); give finite initial states")
+        check_states(x, f"the {name}")
         try:
             problem.check(policy, x)
         except ValueError as err:
@@ -387,6 +375,13 @@ def _fit(
 ) -> list[TrainResult]:
     """The training loop behind :func:`train` (one run) and :func:`train_batched` (several)."""
     n = len(policies)
+    for flow in flows:
+        check_flow(flow)
+    for optimizer in optimizers:
+        check_optimizer(optimizer)
+    for policy in policies:
+        check_policy(policy)
+    check_positive_int(checkpoint_every, "checkpoint_every")
     if n < 1 or not (len(train_xs) == len(test_xs) == len(optimizers) == len(flows) == n):
         raise ValueError("train_batched needs one policy, training set, test set, optimizer and flow per run (at least one run)")
     if isinstance(epochs, bool) or not isinstance(epochs, int) or epochs < 1:
