@@ -103,7 +103,7 @@ def test_bad_data_is_refused_naming_the_set():
     nan_test[3, 1] = np.nan
     cases = [
         ((x.astype(np.float64), x), "the training set is float64 but 64-bit JAX is off"),
-        ((x, nan_test), "the test set holds NaN or infinite values (sample 3)"),
+        ((x, nan_test), "NaN or infinite values in the test set (at index (3, 1))"),
         ((x, x[:, :1]), "the test set: the controller fails on states of shape (16, 1)"),
         ((x[:, :1], x), "the training set: the controller fails on states of shape (16, 1)"),
     ]

@@ -175,5 +175,9 @@ class PerSample(eqx.Module):
     module: Callable
     in_axes: Any = eqx.field(static=True, default=0)
 
+    def __check_init__(self):
+        if not callable(self.module):
+            raise TypeError(f"PerSample(module={self.module!r}): the module is not callable; wrap a per-sample controller, e.g. PerSample(eqx.nn.MLP(...))")
+
     def __call__(self, x: Any) -> Any:
         return jax.vmap(self.module, in_axes=(self.in_axes,))(x)

@@ -7,10 +7,12 @@ from typing import Any, Callable
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 
+from .flows import AbstractFlow
 from .networks import PerSample
 
-__all__ = ["ControlProblem", "check_controller", "sample_axes", "shapes"]
+__all__ = ["ControlProblem", "check_controller", "check_states", "check_policy", "check_optimizer", "check_flow", "check_positive_int", "sample_axes", "shapes"]
 
 State = Any
 Control = Any
@@ -32,8 +34,76 @@ def _dtype(a: Any):
     return a.dtype if hasattr(a, "dtype") else jnp.result_type(a)
 
 
-def check_controller(policy: Any, step: Callable, x0: Any) -> None:
-    """Check, without computing, that ``policy`` and ``step`` fit the state ``x0``.
+def check_positive_int(value: Any, name: str, *, minimum: int = 1) -> None:
+    """A one-line ``ValueError`` unless ``value`` is an int (not a bool) of at least ``minimum``."""
+    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < minimum:
+        raise ValueError(f"{name}={value!r}; expected an integer of at least {minimum}")
+
+
+def check_states(x: Any, where: str = "the initial states") -> None:
+    """One-line errors for states no entry point can use: no leaves, a leaf that is not an array,
+    complex values, float64 while 64-bit JAX is off (it would be computed in float32), NaN or
+    infinite values (checked where the values are known, not inside a traced function)."""
+    leaves = jax.tree.leaves(x)
+    if not leaves:
+        raise ValueError(f"{where} are empty ({x!r}); give an array or a pytree of arrays")
+    x64 = jax.config.read("jax_enable_x64")
+    for path, leaf in jax.tree_util.tree_leaves_with_path(x):
+        name = f"{where}{jax.tree_util.keystr(path)}"
+        dtype = getattr(leaf, "dtype", None)
+        if dtype is None:
+            if isinstance(leaf, bool | int | float):
+                continue
+            raise TypeError(f"{name} is a {type(leaf).__name__}; expected arrays (a pytree of jax or numpy arrays)")
+        if jax.dtypes.issubdtype(dtype, jax.dtypes.prng_key) or not np.issubdtype(dtype, np.inexact):
+            continue
+        if np.issubdtype(dtype, np.complexfloating):
+            raise TypeError(f"complex values in {name} ({np.dtype(dtype).name}); split them into real and imaginary float leaves")
+        if dtype == np.float64 and not x64:
+            raise ValueError(
+                f"{name} is float64 but 64-bit JAX is off, so it would be computed in float32; "
+                "call stablebptt.set_float64() first (--x64 on the command line), or pass float32 arrays"
+            )
+        if isinstance(leaf, jax.core.Tracer):
+            continue
+        bad = np.argwhere(~np.isfinite(np.atleast_1d(np.asarray(leaf))))
+        if len(bad):
+            raise ValueError(f"NaN or infinite values in {name} (at index {tuple(int(i) for i in bad[0])}); give finite states")
+
+
+def check_policy(policy: Any, *, trained: bool = True) -> None:
+    """One-line errors for a controller that cannot be used: not callable, or (``trained``) with no
+    floating-point parameter to train, or with float64 parameters while 64-bit JAX is off."""
+    if not callable(policy):
+        raise TypeError(f"the controller is a {type(policy).__name__}, not callable; pass a module or function policy(x) -> c")
+    floats = [a for a in jax.tree.leaves(policy) if hasattr(a, "dtype") and np.issubdtype(a.dtype, np.inexact)]
+    if trained and not floats:
+        raise ValueError("the controller has no floating-point parameters, so there is nothing to train; give it float arrays (e.g. an eqx.nn.MLP)")
+    if not jax.config.read("jax_enable_x64") and any(a.dtype == np.float64 for a in floats):
+        raise ValueError(
+            "the controller has float64 parameters but 64-bit JAX is off, so they would be computed in float32; "
+            "call stablebptt.set_float64() first, or cast them to float32"
+        )
+
+
+def check_flow(flow: Any, *, single_pass: bool = False) -> None:
+    """A one-line ``TypeError`` unless ``flow`` is a flow object (``single_pass``: one backward pass, not C)."""
+    if not isinstance(flow, AbstractFlow):
+        hint = f"stablebptt.flow_from_name({flow!r})" if isinstance(flow, str) else "stablebptt.C()"
+        raise TypeError(f"flow={flow!r}; expected a flow object such as stablebptt.R() or {hint}")
+    if single_pass and flow.n_passes != 1:
+        raise ValueError(f"this needs a single-pass flow (R, M, S, N); {flow.name} combines {flow.n_passes} passes: use value_and_update")
+
+
+def check_optimizer(optimizer: Any) -> None:
+    """A one-line ``TypeError`` unless ``optimizer`` is an optax transformation (``init`` and ``update``)."""
+    if not (callable(getattr(optimizer, "init", None)) and callable(getattr(optimizer, "update", None))):
+        raise TypeError(f"optimizer={optimizer!r}; expected an optax.GradientTransformation, e.g. stablebptt.make_optimizer('none')")
+
+
+def check_controller(policy: Any, step: Callable, x0: Any) -> tuple[Any, Any]:
+    """Check, without computing, that ``policy`` and ``step`` fit the state ``x0``; return the shapes
+    (``jax.ShapeDtypeStruct`` pytrees) of the control and the next state.
 
     Raises a one-line ``ValueError`` naming the shapes when the state has no
     floating-point leaf, the controller fails on the state, the simulator
@@ -70,6 +140,7 @@ def check_controller(policy: Any, step: Callable, x0: Any) -> None:
             f"for a state of {'dtype and ' if detail else ''}shape {shapes(x0, detail)}; "
             "it must return the next state in the same layout and dtypes"
         )
+    return c, x1
 
 
 @dataclasses.dataclass(frozen=True)
@@ -109,10 +180,25 @@ class ControlProblem:
             raise ValueError(f"ControlProblem: n_steps={self.n_steps!r}; expected a positive integer")
         if self.final_loss is None and self.step_loss is None:
             raise ValueError("ControlProblem: give final_loss, step_loss, or both")
+        for name in ("final_loss", "step_loss"):
+            loss = getattr(self, name)
+            if loss is not None and not callable(loss):
+                raise TypeError(f"ControlProblem: {name}={loss!r} is not callable; give a function of the state returning a scalar")
 
     def check(self, policy: Any, x0: Any) -> None:
-        """:func:`check_controller` of ``policy`` with this problem's ``step`` on the state ``x0``."""
-        check_controller(policy, self.step, x0)
+        """:func:`check_controller` of ``policy`` with this problem's ``step`` on the state ``x0``, and both
+        losses' outputs: each must be a real scalar (sum or average over the batch inside the loss)."""
+        c, x1 = check_controller(policy, self.step, x0)
+        for name, loss, args in (("final_loss(x_n)", self.final_loss, (x1,)), ("step_loss(x_next, c)", self.step_loss, (x1, c))):
+            if loss is None:
+                continue
+            try:
+                out = jax.eval_shape(lambda *a: loss(*a), *args)
+            except Exception as err:  # noqa: BLE001 - the user's loss failing becomes one line
+                raise ValueError(f"{name} fails on states of shape {shapes(x1)} ({_first_line(err)})") from None
+            if not (hasattr(out, "shape") and out.shape == () and jnp.issubdtype(out.dtype, jnp.floating)):
+                got = f"shape {out.shape} and dtype {out.dtype}" if hasattr(out, "shape") else type(out).__name__
+                raise ValueError(f"{name} returns {got}; it must return a real scalar (e.g. jnp.mean over the batch)")
 
 
 def _leaf_flags(prefix: Any, x: Any, where: str) -> list[bool]:

@@ -31,7 +31,7 @@ import optax
 from .backward import value_and_grads
 from .remat import check_remat
 from .flows import AbstractFlow, cosine_similarity, lane, refuse_concrete_bases
-from .problem import ControlProblem
+from .problem import ControlProblem, check_flow, check_policy, check_states
 from .rollouts import gated_loss
 
 __all__ = [
@@ -204,6 +204,9 @@ def value_and_update(
         update with the structure of ``trainable(policy)[0]`` (for R the true
         gradient), and :class:`UpdateInfo`.
     """
+    check_flow(flow)
+    check_policy(policy)
+    check_states(x0)
     problem.check(policy, x0)
     params, static = trainable(policy)
     net, sim = flow.gate_schedule(problem.n_steps)

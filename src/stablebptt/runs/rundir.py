@@ -17,6 +17,7 @@ from __future__ import annotations
 import csv
 import io
 import json
+import logging
 import math
 import os
 import shutil
@@ -27,6 +28,8 @@ from typing import Any, Iterable
 from ..atomic import atomic_write_text
 from ..training import METRIC_COLUMNS
 from .config import RunConfig
+
+log = logging.getLogger(__name__)
 
 __all__ = [
     "CONFIG",
@@ -44,6 +47,7 @@ __all__ = [
     "read_config",
     "read_summary",
     "claimed_by",
+    "run_gaps",
     "refuse_other_settings",
     "existing_run_state",
     "finalize",
@@ -168,6 +172,49 @@ def read_summary(run_dir: Path) -> dict | None:
     return summary
 
 
+def run_gaps(run_dir: Path, *, params: bool = True) -> list[str]:
+    """What keeps ``run_dir`` from being a whole finished (or diverged) run; empty if it is whole.
+
+    Whole: ``config.json`` and ``summary.json`` parse, the summary says
+    ``finished`` (all the configured epochs) or ``diverged`` (at a named
+    epoch), ``metrics.csv`` parses with one row per epoch run, and (with
+    ``params``; results folders keep no parameters) a finished run has its
+    ``params.eqx``.
+    """
+    run_dir = Path(run_dir)
+    gaps = []
+    try:
+        config = read_config(run_dir)
+    except RunDirError:
+        config = None
+        gaps.append(f"{CONFIG} missing or damaged")
+    try:
+        summary = read_summary(run_dir)
+    except RunDirError:
+        summary = None
+        gaps.append(f"{SUMMARY} damaged")
+    status = summary.get("status") if summary else None
+    epochs_run = summary.get("epochs_run") if summary else None
+    if summary is None and not gaps:
+        gaps.append(f"no {SUMMARY} (unfinished)")
+    elif summary is not None:
+        if status not in ("finished", "diverged") or isinstance(epochs_run, bool) or not isinstance(epochs_run, int):
+            gaps.append(f"{SUMMARY} is not a finished run's summary")
+        elif status == "diverged" and not isinstance(summary.get("diverged_at_epoch"), int):
+            gaps.append(f"{SUMMARY} says diverged but names no epoch")
+        elif status == "finished" and config is not None and epochs_run != config.epochs:
+            gaps.append(f"{SUMMARY} says finished after {epochs_run} of {config.epochs} epochs")
+    try:
+        rows = read_metrics(run_dir / METRICS)
+        if isinstance(epochs_run, int) and len(rows) != epochs_run:
+            gaps.append(f"{METRICS} has {len(rows)} rows for {epochs_run} epochs")
+    except RunDirError:
+        gaps.append(f"{METRICS} missing or damaged")
+    if params and status == "finished" and not (run_dir / PARAMS).is_file():
+        gaps.append(f"{PARAMS} missing")
+    return gaps
+
+
 def claimed_by(out: Path, marker: str, what: str) -> bool:
     """Whether ``out`` already holds results marked by the file ``marker`` (e.g. ``config.json``).
 
@@ -235,7 +282,12 @@ def existing_run_state(out: Path, config: RunConfig, overwrite: bool) -> str:
     out = Path(out)
     if not claimed_by(out, CONFIG, "stablebptt run"):
         return "empty"
-    existing = read_config(out)
+    try:
+        existing = read_config(out)
+    except RunDirError as err:
+        if overwrite:
+            return "replace"
+        raise RunDirError(f"{err}; pass --overwrite to replace it or choose another --out") from None
     diffs = existing.differences(config)
     if diffs:
         if overwrite:
@@ -244,13 +296,19 @@ def existing_run_state(out: Path, config: RunConfig, overwrite: bool) -> str:
             f"--out {out} already holds a different run (differs in {'; '.join(diffs[:3])}); "
             "pass --overwrite to replace it or choose another --out"
         )
+    if overwrite:
+        return "replace"
     try:
         summary = read_summary(out)
     except RunDirError:
-        summary = None  # a damaged summary: the run is trained again
-    if summary is not None and summary.get("status") in ("finished", "diverged") and not overwrite:
-        return "same"
-    return "replace"
+        summary = None
+    if summary is None:
+        return "replace"  # unfinished: trained again
+    gaps = run_gaps(out)
+    if gaps:
+        log.warning("%s is not a whole run (%s); training it again", out, "; ".join(gaps))
+        return "replace"
+    return "same"
 
 
 def finalize(partial: Path, out: Path) -> None:

@@ -238,16 +238,10 @@ def group_name(group: list[Run]) -> str:
 
 
 def _is_finished(path: Path, config: RunConfig) -> bool:
-    try:
-        summary = rundir.read_summary(path)
-    except rundir.RunDirError:
-        return False  # damaged: trained again
-    if summary is None or summary.get("status") not in ("finished", "diverged"):
-        return False
-    try:
-        return not rundir.read_config(path).differences(config)
-    except rundir.RunDirError:
-        return False
+    """A whole run of ``config`` (its parameters aside: a results folder keeps none)."""
+    if rundir.run_gaps(path, params=False):
+        return False  # unfinished or damaged: trained again
+    return not rundir.read_config(path).differences(config)
 
 
 def finished_runs(spec: SweepSpec, out: Path) -> list[Run]:

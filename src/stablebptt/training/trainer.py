@@ -31,7 +31,7 @@ import optax
 
 from ..engine.flows import Combined, AbstractFlow, Regular
 from ..engine.optim import with_hyperparams
-from ..engine.problem import ControlProblem, sample_axes
+from ..engine.problem import ControlProblem, check_flow, check_optimizer, check_policy, check_positive_int, check_states, sample_axes
 from ..engine.updates import AbstractBackward, SharedBackward, trainable
 from .batching import batch_count, sample_count
 from .program import EpochProgram, compile_epoch
@@ -178,20 +178,8 @@ def check_data(policy: Any, problem: ControlProblem, train_x: Any, test_x: Any) 
     """One-line ValueErrors, naming the set, for data that cannot train: float64 arrays while 64-bit
     JAX is off (they would be computed in float32), NaN or infinite values, a layout that the
     controller or the simulator refuses."""
-    x64 = jax.config.read("jax_enable_x64")
     for name, x in (("training set", train_x), ("test set", test_x)):
-        for leaf in jax.tree.leaves(x):
-            dtype = getattr(leaf, "dtype", None)
-            if dtype is None or jax.dtypes.issubdtype(dtype, jax.dtypes.prng_key) or not np.issubdtype(dtype, np.inexact):
-                continue
-            if dtype == np.float64 and not x64:
-                raise ValueError(
-                    f"the {name} is float64 but 64-bit JAX is off, so it would be computed in float32; "
-                    "call stablebptt.set_float64() first (--x64 on the command line), or pass float32 data"
-                )
-            bad = np.argwhere(~np.isfinite(np.atleast_1d(np.asarray(leaf))))
-            if len(bad):
-                raise ValueError(f"the {name} holds NaN or infinite values (sample {bad[0][0]}); give finite initial states")
+        check_states(x, f"the {name}")
         try:
             problem.check(policy, x)
         except ValueError as err:
@@ -251,6 +239,10 @@ def _validate(runs: _Runs, epochs: int, batch_size: int) -> None:
     n = len(runs.policies)
     if n < 1 or not (len(runs.train_xs) == len(runs.test_xs) == len(runs.flows) == n):
         raise ValueError("train_batched needs one policy, training set, test set and flow per run (at least one run)")
+    for flow in runs.flows:
+        check_flow(flow)
+    for policy in runs.policies:
+        check_policy(policy)
     if isinstance(epochs, bool) or not isinstance(epochs, int) or epochs < 1:
         raise ValueError(f"epochs={epochs!r}; expected a positive integer")
     axes = sample_axes(runs.problem, runs.policies[0], runs.train_xs[0])
@@ -358,6 +350,8 @@ def _fit(
     hooks: _Hooks,
 ) -> list[TrainResult]:
     """The training behind :func:`train` (one run) and :func:`train_batched` (several): validate, compile one program, loop."""
+    check_optimizer(optimizer)
+    check_positive_int(hooks.checkpoint_every, "checkpoint_every")
     _validate(runs, epochs, batch_size)
     params, opt_states = _starting_states(runs, optimizer, hyperparams, starts, epochs)
     static = trainable(runs.policies[0])[1]
