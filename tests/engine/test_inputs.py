@@ -56,7 +56,7 @@ CASES = {
         ValueError, "float64 parameters but 64-bit JAX is off",
     ),
     "controller not callable": (lambda: sb.rollout(3, step, X, 3), TypeError, "the controller is a int, not callable"),
-    "checkpoint_every -1": (lambda: train(checkpoint_every=-1), ValueError, "checkpoint_every=-1; expected an integer of at least 1"),
+    "checkpoint_every -1": (lambda: train(checkpoint_every=-1), ValueError, "checkpoint_every=-1; expected an integer of at least 0"),
     "PerSample of a number": (lambda: sb.PerSample(3), TypeError, "PerSample(module=3): the module is not callable"),
     "leaves of different batch sizes": (
         lambda: train(train_x={"a": jnp.ones((4, 2)), "b": jnp.ones((3, 2))}, problem=sb.ControlProblem(lambda x, c: x, 3, final_loss=lambda x: jnp.mean(x["a"])), policy=sb.FunctionPolicy(lambda p, x: p * x["a"], jnp.ones(()))),

@@ -351,7 +351,7 @@ def _fit(
 ) -> list[TrainResult]:
     """The training behind :func:`train` (one run) and :func:`train_batched` (several): validate, compile one program, loop."""
     check_optimizer(optimizer)
-    check_positive_int(hooks.checkpoint_every, "checkpoint_every")
+    check_positive_int(hooks.checkpoint_every, "checkpoint_every", minimum=0)  # 0: never
     _validate(runs, epochs, batch_size)
     params, opt_states = _starting_states(runs, optimizer, hyperparams, starts, epochs)
     static = trainable(runs.policies[0])[1]
