@@ -403,7 +403,7 @@ def test_animate(trained, capsys, tmp_path):
     with Image.open(gif) as image:
         assert image.n_frames == 21
     code, _, err = run(capsys, "animate", trained, "--sample", "16", "--out", gif)
-    assert code == 2 and "sample 16 is not a test state of this run; choose 0..15" in one_line_error(err)
+    assert code == 2 and "sample=16; expected a test state of this run, 0..15" in one_line_error(err)
 
 
 def test_ctrl_c_while_jax_is_still_importing_is_one_line_and_exit_130(tmp_path):

@@ -240,7 +240,7 @@ def test_presets_and_bad_settings():
         SweepSpec.from_preset("pendulum")
     with pytest.raises(ValueError, match="unknown preset 'fast'; choose one of quick, paper"):
         SweepSpec.from_preset("cartpole", "fast")
-    with pytest.raises(ValueError, match="seeds=0; a sweep needs a positive number of seeds"):
+    with pytest.raises(ValueError, match="seeds=0; expected a positive number of seeds"):
         SweepSpec.from_preset("cartpole", seeds=0)
 
 

@@ -32,6 +32,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from .. import tables, validate
 from ..atomic import atomic_write_text
 from ..runs import resume, rundir
 from ..runs.config import RunConfig
@@ -64,8 +65,10 @@ class PeerSpec:
     apg_evals: int = 11
 
     def __post_init__(self):
-        object.__setattr__(self, "seeds", tuple(self.seeds))
-        object.__setattr__(self, "methods", tuple(m.upper() for m in self.methods))
+        object.__setattr__(self, "seeds", tuple(validate.distinct("seeds", self.seeds)))
+        object.__setattr__(self, "methods", tuple(validate.distinct("methods", (m.upper() for m in self.methods))))
+        validate.positive_int("apg_default_horizon", self.apg_default_horizon)
+        validate.positive_int("apg_evals", self.apg_evals)
         for seed in self.seeds:
             for method in self.methods:
                 self.run_config(method, seed)  # validates env, sizes and methods
@@ -152,10 +155,7 @@ def run_peer(
 ) -> None:
     """Train every unfinished run of the comparison into ``out`` (resumable), then write table and figure."""
     out = Path(out)
-    rundir.check_output_place(out)
-    rundir.refuse_other_settings(out, PEER_CONFIG, "comparison", spec.to_dict())
-    out.mkdir(parents=True, exist_ok=True)
-    atomic_write_text(out / PEER_CONFIG, json.dumps(spec.to_dict(), indent=2, sort_keys=True) + "\n")
+    rundir.claim_output(out, marker=PEER_CONFIG, what="comparison", settings=spec.to_dict())
     for seed in spec.seeds:
         for variant in APG_VARIANTS:
             path = out / "apg" / f"{variant}-seed{seed}.json"
@@ -236,14 +236,17 @@ def peer_table_markdown(spec: PeerSpec, rows: list[dict]) -> str:
         f"{spec.env}: return over one episode of {spec.n_steps} steps from {spec.n_test} fixed test states, "
         f"after {spec.simulator_steps} training simulator steps; mean ± std over {len(spec.seeds)} seed(s)",
         "",
-        "| method | final return | wall seconds | simulator steps |",
-        "|---|---|---|---|",
     ]
-    for r in rows:
-        ret = "—" if math.isnan(r["final_return_mean"]) else f"{r['final_return_mean']:.4g} ± {r['final_return_std']:.2g}"
-        wall = "—" if math.isnan(r["wall_seconds_mean"]) else f"{r['wall_seconds_mean']:.0f}"
-        lines.append(f"| {r['method']} | {ret} | {wall} | {r['simulator_steps']} |")
-    return "\n".join(lines) + "\n"
+    cells = [
+        (
+            r["method"],
+            "—" if math.isnan(r["final_return_mean"]) else f"{r['final_return_mean']:.4g} ± {r['final_return_std']:.2g}",
+            "—" if math.isnan(r["wall_seconds_mean"]) else f"{r['wall_seconds_mean']:.0f}",
+            r["simulator_steps"],
+        )
+        for r in rows
+    ]
+    return "\n".join([*lines, tables.render(("method", "final return", "wall seconds", "simulator steps"), cells)]) + "\n"
 
 
 def peer_figure(spec: PeerSpec, out: Path) -> Any:

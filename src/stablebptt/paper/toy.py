@@ -91,7 +91,7 @@ def figure2_data(theta0=(2.0, 4.0), learning_rate: float = 0.1, steps: int = 200
 def reproduce_toy(out: Path, say: Callable[[str], None] = print) -> dict:
     """Write both toy figures into ``out`` and return the final loss of each Adam run."""
     out = Path(out)
-    rundir.check_output_place(out)
+    rundir.claim_output(out)
     out.mkdir(parents=True, exist_ok=True)
     plots.save_figure(plots.toy_figure1(figure1_data()), out / FIGURE1)
     data = figure2_data()

@@ -2,12 +2,11 @@
 
 from __future__ import annotations
 
-import json
 import math
 from pathlib import Path
 from typing import Callable, Sequence
 
-from .. import plots
+from .. import plots, tables
 from ..atomic import atomic_write_text
 from ..engine.flows import flow_from_name
 from ..training import NonFiniteLossError
@@ -48,10 +47,7 @@ def compare(
     out = Path(out)
     base = base.resolved()
     spec = {"base": {k: v for k, v in base.to_dict().items() if k != "method"}, "methods": methods}
-    rundir.check_output_place(out)
-    rundir.refuse_other_settings(out, COMPARE_CONFIG, "comparison", spec, overwrite=overwrite)
-    out.mkdir(parents=True, exist_ok=True)
-    atomic_write_text(out / COMPARE_CONFIG, json.dumps(spec, indent=2, sort_keys=True) + "\n")
+    rundir.claim_output(out, marker=COMPARE_CONFIG, what="comparison", settings=spec, overwrite=overwrite)
 
     rows, histories = [], {}
     for method in methods:
@@ -82,18 +78,11 @@ def compare(
 
 def format_table(rows: Sequence[dict]) -> str:
     """The comparison table as aligned text."""
-    header = ("method", "final test loss", "best test loss", "epochs", "status", "s/epoch")
-    lines = [header]
-    for r in rows:
-        lines.append(
-            (
-                r["method"],
-                f"{r['final_test_loss']:.6g}",
-                f"{r['best_test_loss']:.6g}",
-                str(r["epochs_run"]),
-                r["status"],
-                f"{r['seconds_per_epoch']:.4f}",
-            )
-        )
-    widths = [max(len(line[i]) for line in lines) for i in range(len(header))]
-    return "\n".join("  ".join(cell.ljust(w) for cell, w in zip(line, widths)).rstrip() for line in lines)
+    return tables.render(
+        ("method", "final test loss", "best test loss", "epochs", "status", "s/epoch"),
+        (
+            (r["method"], f"{r['final_test_loss']:.6g}", f"{r['best_test_loss']:.6g}", r["epochs_run"], r["status"], f"{r['seconds_per_epoch']:.4f}")
+            for r in rows
+        ),
+        style="text",
+    )

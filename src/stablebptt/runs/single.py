@@ -92,7 +92,7 @@ def train_run(
     """
     config = config.resolved()
     out = Path(out)
-    rundir.check_output_place(out)
+    rundir.claim_output(out)
     state = rundir.existing_run_state(out, config, overwrite)
     if state == "same":
         history, summary = rundir.read_metrics(out / rundir.METRICS), rundir.read_summary(out)

@@ -85,7 +85,6 @@ def run_sweep(
         backend = make_backend(backend)
     planned = spec.groups(group_by)
     out = Path(out)
-    rundir.check_output_place(out)
     claim_folder(spec, out)
 
     done = {run.path for run in finished_runs(spec, out)}
