@@ -22,10 +22,11 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import json
+import logging
 import math
 import time
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 from unittest import mock
 
 import jax
@@ -40,6 +41,7 @@ from ..runs.single import build, train_run
 
 __all__ = ["PeerSpec", "APG_VARIANTS", "import_apg", "apg_jax_compat", "run_peer", "peer_table", "peer_table_markdown", "peer_figure", "write_report"]
 
+log = logging.getLogger(__name__)
 PEER_CONFIG = "peer.json"
 APG_VARIANTS = ("APG-default", "APG-matched")
 TABLE_COLUMNS = ("method", "seeds", "final_return_mean", "final_return_std", "wall_seconds_mean", "simulator_steps")
@@ -151,9 +153,12 @@ def train_apg(spec: PeerSpec, variant: str, seed: int) -> dict:
 
 
 def run_peer(
-    spec: PeerSpec, out: Path, *, say: Callable[[str], None] = print, progress: bool = False, checkpoint_every: int = resume.DEFAULT_EVERY
+    spec: PeerSpec, out: Path, *, progress: bool = False, checkpoint_every: int = resume.DEFAULT_EVERY
 ) -> None:
-    """Train every unfinished run of the comparison into ``out`` (resumable), then write table and figure."""
+    """Train every unfinished run of the comparison into ``out`` (resumable), then write table and figure.
+
+    Each training is logged (INFO) as it starts; ``progress``: a progress bar per stablebptt run.
+    """
     out = Path(out)
     rundir.claim_output(out, marker=PEER_CONFIG, what="comparison", settings=spec.to_dict())
     for seed in spec.seeds:
@@ -161,14 +166,14 @@ def run_peer(
             path = out / "apg" / f"{variant}-seed{seed}.json"
             if path.is_file():
                 continue
-            say(f"training {variant} (horizon {spec.apg_horizon(variant)}), seed {seed}")
+            log.info("training %s (horizon %d), seed %d", variant, spec.apg_horizon(variant), seed)
             path.parent.mkdir(parents=True, exist_ok=True)
             atomic_write_text(path, json.dumps(train_apg(spec, variant, seed), indent=2) + "\n")
         for method in spec.methods:
-            say(f"training stablebptt {method}, seed {seed}")
+            log.info("training stablebptt %s, seed %d", method, seed)
             train_run(
                 spec.run_config(method, seed), out / "runs" / f"{method}-seed{seed}",
-                progress=progress, say=lambda _: None, checkpoint_every=checkpoint_every,
+                progress=progress, announce=False, checkpoint_every=checkpoint_every,
             )  # fmt: skip
     write_report(spec, out)
 

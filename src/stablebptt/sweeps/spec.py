@@ -22,6 +22,7 @@ from .. import validate
 from ..engine.flows import flow_from_name
 from ..engine.optim import CLIP_MODES
 from ..runs import rundir
+from ..runs.compare import METHODS
 from ..runs.config import RunConfig
 from .presets import EXPERIMENTS, PRESETS
 
@@ -53,7 +54,7 @@ class SweepSpec:
     n_train: int
     n_test: int
     levels: tuple
-    methods: tuple[str, ...] = ("R", "M", "C", "S")
+    methods: tuple[str, ...] = METHODS
     clips: tuple[str, ...] = CLIP_MODES
     task_options: dict = dataclasses.field(default_factory=dict)
     batch_size: int = 8

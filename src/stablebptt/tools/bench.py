@@ -10,6 +10,7 @@ FLOPs come from :mod:`stablebptt.tools.flops`.
 
 from __future__ import annotations
 
+import logging
 import math
 import statistics
 import time
@@ -34,6 +35,9 @@ __all__ = [
     "parse_names",
     "run_bench",
 ]
+
+log = logging.getLogger(__name__)
+
 
 # --- matmul peak -------------------------------------------------------------
 def _default_matmul_size(platform: str) -> int:
@@ -104,7 +108,6 @@ def run_bench(
     task_options: dict[str, dict] | None = None,
     runs: int = 1,
     peak: dict | None = None,
-    say: Callable[[str], None] | None = None,
 ) -> list[dict]:
     """Time one epoch of every task × method; one dict per pair.
 
@@ -118,7 +121,8 @@ def run_bench(
             sweep group (1: a single run). Seconds are per epoch of all of
             them; updates/s and GFLOP/s count every run's work.
         peak: a :func:`matmul_peak` result to compare with; measured here if None.
-        say: called with a line of progress after each pair.
+
+    A line of progress is logged (INFO) after each pair.
 
     Returns:
         Rows with ``task, difficulty, n_steps, method, runs, updates_per_epoch,
@@ -182,10 +186,7 @@ def run_bench(
             "peak_size": peak["size"],
         }
         rows.append(row)
-        if say is not None:
-            say(
-                f"{config.task} {config.method}: {seconds:.4g} s/epoch, {row['gflops_per_second']:.3g} GFLOP/s"
-            )
+        log.info("%s %s: %.4g s/epoch, %.3g GFLOP/s", config.task, config.method, seconds, row["gflops_per_second"])
     return rows
 
 
