@@ -3,6 +3,13 @@
     stablebptt train cartpole --poles 2 --method C --clip none --epochs 1000 --seed 42 --out DIR
     stablebptt compare cartpole --poles 2 --epochs 200 --out DIR
     stablebptt evaluate DIR
+    stablebptt reproduce cartpole --preset paper --levels 3 --methods R,C --clips value,norm --seeds 3 --out DIR
+
+Each subcommand is added by one function of :data:`COMMANDS` and run by the
+function it sets as ``run``; ``reproduce`` has one subcommand per experiment
+of :data:`stablebptt.paper.registry.REPRODUCIBLE`, each with only its own
+options. What the library does is logged (``stablebptt.*`` loggers); the
+command prints those messages plainly while it runs.
 
 Exit codes: 0 success, 2 bad input, 3 training diverged (non-finite loss),
 130 interrupted.
@@ -65,7 +72,11 @@ class _Parser(argparse.ArgumentParser):
         if extras:  # the innermost command sees them first: "reproduce toy takes no --seeds"
             flag = next((e.split("=", 1)[0] for e in extras if re.match(r"--?[A-Za-z]", e)), None)
             command = self.prog.partition(" ")[2]
-            self.error(f"{command} takes no {flag}" if flag and command else f"unrecognized arguments: {' '.join(extras)}")
+            if not (flag and command):
+                self.error(f"unrecognized arguments: {' '.join(extras)}")
+            sub = next((a for a in self._actions if isinstance(a, argparse._SubParsersAction)), None)
+            where = f" by itself; give it after a {sub.metavar} ({', '.join(sub.choices)})" if sub is not None else ""
+            self.error(f"{command} takes no {flag}{where}")
         return namespace, extras
 
 
@@ -490,19 +501,16 @@ def _reproduce_sweep(args) -> int:
         raise ValueError("--address names a Ray cluster; add --backend ray")
     else:
         backend = sweep.LocalBackend(**_checkpoint_every(args))
-    grid = {}
-    if args.levels is not None:
-        grid["levels"] = sweep.parse_levels(args.experiment, args.levels)
-    if args.methods is not None:
-        grid["methods"] = tuple(args.methods)
-    if args.clips is not None:
-        grid["clips"] = tuple(args.clips)
+    levels = None if args.levels is None else sweep.parse_levels(args.experiment, args.levels)
+    given = {"preset": args.preset, "levels": levels, "methods": args.methods, "clips": args.clips}  # None: the preset's
     spec = sweep.SweepSpec.from_preset(
-        args.experiment, args.preset or "quick", epochs=args.epochs, seeds=args.seeds, dtype="float64" if args.x64 else "float32", remat=args.remat, **grid
-    )
+        args.experiment, epochs=args.epochs, seeds=args.seeds, dtype="float64" if args.x64 else "float32", remat=args.remat,
+        **{k: v for k, v in given.items() if v is not None},
+    )  # fmt: skip
+    grouping = {} if args.group_by is None else {"group_by": args.group_by}
     start = time.perf_counter()
     try:
-        sweep.run_sweep(spec, args.out, batched=not args.one_by_one, progress=not args.quiet, backend=backend, group_by=args.group_by or "method")
+        sweep.run_sweep(spec, args.out, batched=not args.one_by_one, progress=not args.quiet, backend=backend, **grouping)
     except sweep.GroupsFailedError as err:
         print(f"stablebptt: error: {err}", file=sys.stderr)
         return 1  # neither bad input nor a diverged run: the cluster failed

@@ -53,7 +53,7 @@ CLI_WITH_SPEC = (
     "from stablebptt.cli import main\n"
     "from stablebptt.sweeps.run import SweepSpec\n"
     "spec = SweepSpec.from_dict(json.loads(sys.argv[1]))\n"
-    "SweepSpec.from_preset = classmethod(lambda cls, experiment, preset, **sizes: spec)  # the tiny grid\n"
+    "SweepSpec.from_preset = classmethod(lambda cls, experiment, preset='quick', **sizes: spec)  # the tiny grid\n"
     "init = ray.init\n"
     "ray.init = lambda **kwargs: print('address', kwargs['address']) or init(**kwargs)\n"
     "sys.exit(main(sys.argv[2:]))\n"
