@@ -10,7 +10,7 @@ from pathlib import Path
 PACKAGE = Path(__file__).resolve().parents[1] / "src" / "stablebptt"
 
 # Each folder (or top-level module) imports only from folders on a lower floor or its own.
-FLOORS = ["atomic", "engine", "training", "simulators", "tasks", "plots", "runs", "sweeps", "paper", "tools", "cli"]
+FLOORS = ["atomic", "validate", "tables", "engine", "training", "simulators", "tasks", "plots", "runs", "sweeps", "paper", "tools", "cli"]
 
 
 def test_public_names_come_from_one_list_and_jax_loads_on_first_use():

@@ -3,6 +3,13 @@
     stablebptt train cartpole --poles 2 --method C --clip none --epochs 1000 --seed 42 --out DIR
     stablebptt compare cartpole --poles 2 --epochs 200 --out DIR
     stablebptt evaluate DIR
+    stablebptt reproduce cartpole --preset paper --levels 3 --methods R,C --clips value,norm --seeds 3 --out DIR
+
+Each subcommand is added by one function of :data:`COMMANDS` and run by the
+function it sets as ``run``; ``reproduce`` has one subcommand per experiment
+of :data:`stablebptt.paper.registry.REPRODUCIBLE`, each with only its own
+options. What the library does is logged (``stablebptt.*`` loggers); the
+command prints those messages plainly while it runs.
 
 Exit codes: 0 success, 2 bad input, 3 training diverged (non-finite loss),
 130 interrupted.
@@ -11,10 +18,15 @@ Exit codes: 0 success, 2 bad input, 3 training diverged (non-finite loss),
 from __future__ import annotations
 
 import argparse
+import contextlib
 import dataclasses
+import logging
+import re
 import sys
 from pathlib import Path
-from typing import Callable, Sequence
+from typing import Any, Callable, Sequence
+
+from . import validate
 
 __all__ = ["main", "build_parser"]
 
@@ -50,29 +62,62 @@ COMMON_TASK_OPTIONS = (TaskOption("--steps", "n_steps", int, "simulator steps pe
 
 
 class _Parser(argparse.ArgumentParser):
-    """argparse with one-line errors that name the fix."""
+    """argparse with one-line errors that name the fix; an option a command does not take is named as such."""
 
     def error(self, message: str):  # noqa: D401 - argparse API
         self.exit(EXIT_BAD_INPUT, f"{self.prog}: error: {message} (see '{self.prog} --help')\n")
 
+    def parse_known_args(self, args=None, namespace=None):
+        namespace, extras = super().parse_known_args(args, namespace)
+        if extras:  # the innermost command sees them first: "reproduce toy takes no --seeds"
+            flag = next((e.split("=", 1)[0] for e in extras if re.match(r"--?[A-Za-z]", e)), None)
+            command = self.prog.partition(" ")[2]
+            if not (flag and command):
+                self.error(f"unrecognized arguments: {' '.join(extras)}")
+            sub = next((a for a in self._actions if isinstance(a, argparse._SubParsersAction)), None)
+            where = f" by itself; give it after a {sub.metavar} ({', '.join(sub.choices)})" if sub is not None else ""
+            self.error(f"{command} takes no {flag}{where}")
+        return namespace, extras
 
-def _int_at_least(lowest: int, expected: str) -> Callable[[str], int]:
-    """An argparse type: an integer ``>= lowest``, else a one-line error saying ``expected``."""
 
-    def parse(text: str) -> int:
+def _arg(parse: type, check: Callable[[None, Any], Any] = lambda _, value: value) -> Callable[[str], Any]:
+    """An argparse type: the text read as ``parse`` (int or float), then a :mod:`stablebptt.validate` check."""
+
+    def convert(text: str):
         try:
-            value = int(text)
+            value = parse(text)
         except ValueError:
-            raise argparse.ArgumentTypeError(f"{text!r} is not an integer") from None
-        if value < lowest:
-            raise argparse.ArgumentTypeError(f"{value} must be {expected}")
-        return value
+            raise argparse.ArgumentTypeError(f"{text!r} is not {'an integer' if parse is int else 'a number'}") from None
+        try:
+            return check(None, value)
+        except ValueError as err:
+            raise argparse.ArgumentTypeError(str(err)) from None
+
+    return convert
+
+
+_positive_int = _arg(int, validate.positive_int)
+_nonnegative_int = _arg(int, lambda name, value: validate.integer(name, value, low=0, expected="0 (never) or a positive integer"))
+_seed = _arg(int, lambda name, value: validate.integer(name, value, low=0))
+_positive_number = _arg(float, lambda name, value: validate.number(name, value, positive=True))
+
+
+def _names(what: str, choices: Sequence[str], *, upper: bool = False) -> Callable[[str], list[str]]:
+    """An argparse type: a comma-separated list of names from a registry (:func:`stablebptt.validate.names`)."""
+
+    def parse(text: str) -> list[str]:
+        try:
+            return validate.names(text, what, choices, upper=upper)
+        except ValueError as err:
+            raise argparse.ArgumentTypeError(str(err)) from None
 
     return parse
 
 
-_positive_int = _int_at_least(1, "a positive integer")
-_nonnegative_int = _int_at_least(0, "0 (never) or a positive integer")
+def _methods() -> Callable[[str], list[str]]:
+    from .engine.flows import FLOW_NAMES
+
+    return _names("method", FLOW_NAMES, upper=True)
 
 
 def _add_checkpoint_option(p: argparse.ArgumentParser) -> None:
@@ -82,45 +127,15 @@ def _add_checkpoint_option(p: argparse.ArgumentParser) -> None:
     )  # fmt: skip
 
 
-def _number(kind: type):
-    def parse(text: str):
-        try:
-            return kind(text)
-        except ValueError:
-            raise argparse.ArgumentTypeError(f"{text!r} is not {'an integer' if kind is int else 'a number'}") from None
-
-    return parse
-
-
-def _names(kind: str):
-    """A comma-separated list of task or method names, checked against the valid ones."""
-
-    def parse(text: str) -> list[str]:
-        from .tools.bench import parse_names
-
-        try:
-            return parse_names(text, kind)
-        except ValueError as err:
-            raise argparse.ArgumentTypeError(str(err)) from None
-
-    return parse
-
-
-def _clips(text: str) -> list[str]:
-    from .engine.optim import CLIP_MODES
-
-    names = [n.strip() for n in text.split(",") if n.strip()]
-    bad = [n for n in names if n not in CLIP_MODES]
-    if not names or bad:
-        raise argparse.ArgumentTypeError(f"{(bad or [text])[0]!r} is not a clip mode; choose from {', '.join(CLIP_MODES)}")
-    return names
-
-
 def _add_remat_option(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--remat", type=_positive_int, nargs="?", const=True, default=0, metavar="K",
         help="checkpoint the rollout in segments of K steps (default K = ceil(sqrt(steps))): memory ~ sqrt(steps) for ~1 extra forward pass",
     )  # fmt: skip
+
+
+def _add_quiet_option(p: argparse.ArgumentParser, dest: str = "quiet", help: str = "no progress bar") -> None:
+    p.add_argument("--quiet", dest=dest, action="store_true", help=help)
 
 
 def _add_training_options(p: argparse.ArgumentParser, *, with_method: bool) -> None:
@@ -131,8 +146,8 @@ def _add_training_options(p: argparse.ArgumentParser, *, with_method: bool) -> N
         p.add_argument("--method", default="C", type=str.upper, choices=FLOW_NAMES, help="gradient flow (default C)")
     p.add_argument("--clip", default="none", choices=CLIP_MODES, help="clipping of the final update (default none)")
     p.add_argument("--epochs", type=_positive_int, metavar="N", default=1000, help="passes over the training set (default 1000)")
-    p.add_argument("--seed", type=int, metavar="N", default=42, help="seed of data and initial weights (default 42)")
-    p.add_argument("--lr", dest="learning_rate", type=float, metavar="X", default=1e-3, help="Adam learning rate (default 1e-3)")
+    p.add_argument("--seed", type=_seed, metavar="N", default=42, help="seed of data and initial weights (default 42)")
+    p.add_argument("--lr", dest="learning_rate", type=_positive_number, metavar="X", default=1e-3, help="Adam learning rate (default 1e-3)")
     p.add_argument("--batch-size", type=_positive_int, metavar="N", default=8, help="samples per update (default 8)")
     p.add_argument("--n-train", type=_positive_int, metavar="N", default=256, help="training initial states (default 256)")
     p.add_argument("--n-test", type=_positive_int, metavar="N", default=256, help="test initial states (default 256)")
@@ -141,20 +156,22 @@ def _add_training_options(p: argparse.ArgumentParser, *, with_method: bool) -> N
     _add_remat_option(p)
     _add_checkpoint_option(p)
     p.add_argument("--overwrite", action="store_true", help="replace a different run already in --out")
-    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    _add_quiet_option(p)
 
 
 def _add_task_parsers(sub, command: str, *, with_method: bool, out_required: bool) -> None:
+    from .runs.compare import METHODS
+
     for task, options in TASK_OPTIONS.items():
         p = sub.add_parser(task, help=f"{command} on the {task} task")
         for opt in options + COMMON_TASK_OPTIONS:
-            kind = _positive_int if opt.positive else (str if opt.type is str else _number(opt.type))
+            kind = _positive_int if opt.positive else (str if opt.type is str else _arg(opt.type))
             metavar = {int: "N", float: "X", str: "NAME"}[opt.type]
             p.add_argument(opt.flag, dest=opt.field, metavar=metavar, type=kind, default=None, help=opt.help)
         _add_training_options(p, with_method=with_method)
         p.add_argument("--out", type=Path, metavar="DIR", required=out_required, default=None, help="output directory")
         if command == "compare":
-            p.add_argument("--methods", metavar="LIST", default="R,M,C,S", help="comma-separated methods (default R,M,C,S)")
+            p.add_argument("--methods", type=_methods(), metavar="LIST", default=list(METHODS), help=f"comma-separated methods (default {','.join(METHODS)})")
         p.set_defaults(task=task, command=command)
 
 
@@ -191,8 +208,132 @@ def _use_compile_cache(off: bool) -> None:
 def _add_config_options(p: argparse.ArgumentParser, what: str) -> None:
     p.add_argument("--config", type=Path, metavar="FILE", default=None, help=f"rerun {what}")
     p.add_argument("--out", dest="config_out", type=Path, metavar="DIR", default=None, help="with --config: output directory")
-    p.add_argument("--quiet", dest="config_quiet", action="store_true", help="with --config: no progress bar")
+    _add_quiet_option(p, "config_quiet", "with --config: no progress bar")
     p.add_argument("--overwrite", dest="config_overwrite", action="store_true", help="with --config: replace a different run already in --out")
+
+
+# --- the commands: one function each adds its parser, one runs it (``args.run``) --------------------------------
+def _add_train(commands) -> None:
+    train = commands.add_parser("train", help="train one controller", usage="stablebptt train [-h] (TASK [options] | --config FILE [--out DIR] [--quiet] [--overwrite])")
+    _add_config_options(train, "a recorded run: its config.json (or its folder), every setting as recorded")
+    tasks = train.add_subparsers(dest="task", required=False, parser_class=_Parser, metavar="TASK", prog="stablebptt train")  # not its usage line
+    _add_task_parsers(tasks, "train", with_method=True, out_required=False)
+    train.set_defaults(run=_train_or_compare)
+
+
+def _add_compare(commands) -> None:
+    compare = commands.add_parser("compare", help="train R, M, C and S on the same data and initial weights", usage="stablebptt compare [-h] (TASK --out DIR [options] | --config FILE --out DIR [--quiet] [--overwrite])")
+    _add_config_options(compare, "a recorded comparison's compare.json (or its folder), or one run's config.json (then R, M, C, S)")
+    tasks = compare.add_subparsers(dest="task", required=False, parser_class=_Parser, metavar="TASK", prog="stablebptt compare")  # not its usage line
+    _add_task_parsers(tasks, "compare", with_method=False, out_required=True)
+    compare.set_defaults(run=_train_or_compare)
+
+
+def _add_evaluate(commands) -> None:
+    evaluate = commands.add_parser("evaluate", help="reload a trained controller and print its test loss")
+    evaluate.add_argument("run_dir", type=Path, metavar="DIR", help="the --out of a finished 'stablebptt train'")
+    evaluate.set_defaults(run=_evaluate)
+
+
+def _add_reproduce(commands) -> None:
+    """``reproduce EXPERIMENT``: one subcommand per experiment of :data:`stablebptt.paper.registry.REPRODUCIBLE`, each with its own options."""
+    from .paper.registry import REPRODUCIBLE, SWEEPS
+
+    reproduce = commands.add_parser("reproduce", help="reproduce a figure of the paper: the toy examples or an experiment's whole sweep")
+    experiments = reproduce.add_subparsers(dest="experiment", required=True, parser_class=_Parser, metavar="EXPERIMENT")
+    for name, what in REPRODUCIBLE.items():
+        p = experiments.add_parser(name, help=what, description=f"Reproduce {what}.")
+        add_options, run = (_add_sweep_options, _reproduce_sweep) if name in SWEEPS else _REPRODUCE[name]
+        add_options(p, name)
+        p.set_defaults(run=run)
+
+
+def _add_toy_options(p: argparse.ArgumentParser, name: str) -> None:
+    p.add_argument("--out", type=Path, metavar="DIR", required=True, help="output directory of the two figures")
+
+
+def _add_lq_options(p: argparse.ArgumentParser, name: str) -> None:
+    p.add_argument("--out", type=Path, metavar="DIR", required=True, help="output directory of the table")
+    p.add_argument("--epochs", type=_positive_int, metavar="N", default=None, help="full-batch Adam steps per run (default 4000)")
+    p.add_argument("--methods", type=_methods(), metavar="LIST", default=None, help="comma-separated methods (default R,M,C)")
+
+
+def _add_sweep_options(p: argparse.ArgumentParser, name: str) -> None:
+    from .sweeps.backends import BACKENDS
+    from .sweeps.presets import EXPERIMENTS, PRESETS
+    from .sweeps.spec import GROUPINGS
+    from .engine.optim import CLIP_MODES
+
+    exp = EXPERIMENTS[name]
+    p.add_argument("--out", type=Path, metavar="DIR", required=True, help="output directory (a sweep continues where it stopped)")
+    p.add_argument("--preset", choices=PRESETS, default=None, help="quick (default: about ten minutes on 2 CPU cores) or paper (the paper's protocol)")
+    p.add_argument("--epochs", type=_positive_int, metavar="N", default=None, help="epochs per run (default: the preset's)")
+    p.add_argument("--seeds", type=_positive_int, metavar="K", default=None, help="seeds per setting (default: the preset's)")
+    levels = ",".join(str(level) for level in exp.levels)
+    p.add_argument("--levels", metavar="LIST", default=None, help=f"comma-separated levels of {exp.difficulty} (default the paper's: {levels})")
+    p.add_argument("--methods", type=_methods(), metavar="LIST", default=None, help="comma-separated methods (default R,M,C,S)")
+    p.add_argument("--clips", type=_names("clip mode", CLIP_MODES), metavar="LIST", default=None, help=f"comma-separated clip modes (default {','.join(CLIP_MODES)})")
+    p.add_argument("--one-by-one", action="store_true", help="train runs one after another instead of batched (for timing)")
+    p.add_argument("--group-by", choices=GROUPINGS, default=None, help="runs trained as one program: those of a difficulty and method (method, the default: measured faster) or every run of a difficulty (level)")
+    p.add_argument("--x64", action="store_true", help="compute in float64")
+    _add_remat_option(p)
+    _add_checkpoint_option(p)
+    _add_quiet_option(p)
+    p.add_argument("--backend", choices=BACKENDS, default=None, help="where groups of runs train: local (default) or ray (a Ray cluster)")
+    p.add_argument("--address", metavar="ADDR", default=None, help="with --backend ray: auto, HOST:PORT or ray://HOST:PORT (default: a new local Ray)")
+
+
+def _add_brax_options(p: argparse.ArgumentParser, name: str) -> None:
+    p.add_argument("--out", type=Path, metavar="DIR", required=True, help="output directory (the comparison continues where it stopped)")
+    p.add_argument("--env", metavar="NAME", default=None, help="the Brax environment (default inverted_double_pendulum)")
+    p.add_argument("--steps", type=_positive_int, metavar="N", default=None, help="episode length = horizon (default 100)")
+    p.add_argument("--n-train", type=_positive_int, metavar="N", default=None, help="training initial states (default 64)")
+    p.add_argument("--epochs", type=_positive_int, metavar="N", default=None, help="epochs per stablebptt run (default 20)")
+    p.add_argument("--seeds", type=_positive_int, metavar="K", default=None, help="seeds, from 42 on (default 3)")
+    p.add_argument("--methods", type=_methods(), metavar="LIST", default=None, help="comma-separated stablebptt methods (default R,M,C)")
+    _add_checkpoint_option(p)
+    _add_quiet_option(p)
+
+
+def _add_report(commands) -> None:
+    report = commands.add_parser(
+        "report", help="rewrite a reproduce folder's table and figure from the runs it holds, training nothing; "
+        "on a folder of such folders (results/), every one of them, then the claims table and the verdicts"
+    )  # fmt: skip
+    report.add_argument("out", type=Path, metavar="DIR", help="the --out of 'stablebptt reproduce cartpole|repulsion|quantum|brax', or a folder of them")
+    report.add_argument("--readme", type=Path, metavar="FILE", action="append", default=[],
+                        help="with a folder of results: also rewrite the generated blocks of FILE (may be repeated)")  # fmt: skip
+    report.set_defaults(run=_report)
+
+
+def _add_animate(commands) -> None:
+    animate = commands.add_parser("animate", help="animate a trained controller (GIF)")
+    animate.add_argument("run_dir", type=Path, metavar="DIR", help="a finished run directory")
+    animate.add_argument("--out", type=Path, metavar="FILE", default=None, help="GIF to write (default DIR/animation.gif)")
+    animate.add_argument("--sample", type=int, metavar="I", default=0, help="which test state to start from (default 0)")
+    animate.add_argument("--fps", type=_positive_int, metavar="N", default=20, help="frames per second (default 20)")
+    animate.set_defaults(run=_animate)
+
+
+def _add_bench(commands) -> None:
+    from .engine.flows import FLOW_NAMES
+    from .runs.compare import METHODS
+    from .sweeps.presets import EXPERIMENTS
+    from .tasks import TASKS
+
+    paper_tasks = [exp.task for exp in EXPERIMENTS.values()]
+    bench = commands.add_parser("bench", help="seconds per epoch, updates/s and GFLOP/s of every task and method at the paper's settings")
+    bench.add_argument("--tasks", type=_names("task", TASKS), metavar="LIST", default=paper_tasks, help=f"comma-separated tasks (default {','.join(paper_tasks)})")
+    bench.add_argument("--methods", type=_names("method", FLOW_NAMES, upper=True), metavar="LIST", default=list(METHODS), help=f"comma-separated methods (default {','.join(METHODS)})")
+    bench.add_argument("--epochs", type=_positive_int, metavar="K", default=3, help="timed epochs after one warm-up; the median is reported (default 3)")
+    bench.add_argument("--out", type=Path, metavar="FILE", default=None, help="also write the table to FILE (markdown)")
+    bench.add_argument("--runs", type=_positive_int, metavar="K", default=1, help="runs trained together as one vmapped program, as in a sweep group (default 1)")
+    bench.add_argument("--x64", action="store_true", help="compute in float64")
+    bench.set_defaults(run=_bench, messages="stderr")  # stdout holds the table
+
+
+COMMANDS = (_add_train, _add_compare, _add_evaluate, _add_reproduce, _add_report, _add_animate, _add_bench)
+"""The subcommands in the order ``--help`` lists them: each function adds one and sets ``run``, the function that runs it."""
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -206,63 +347,12 @@ def build_parser() -> argparse.ArgumentParser:
         "a second run of the same command then starts without compiling)",
     )  # fmt: skip
     commands = parser.add_subparsers(dest="command", required=True, parser_class=_Parser, metavar="COMMAND")
-
-    train = commands.add_parser("train", help="train one controller", usage="stablebptt train [-h] (TASK [options] | --config FILE [--out DIR] [--quiet] [--overwrite])")
-    _add_config_options(train, "a recorded run: its config.json (or its folder), every setting as recorded")
-    _add_task_parsers(train.add_subparsers(dest="task", required=False, parser_class=_Parser, metavar="TASK"), "train", with_method=True, out_required=False)
-
-    compare = commands.add_parser("compare", help="train R, M, C and S on the same data and initial weights", usage="stablebptt compare [-h] (TASK --out DIR [options] | --config FILE --out DIR [--quiet] [--overwrite])")
-    _add_config_options(compare, "a recorded comparison's compare.json (or its folder), or one run's config.json (then R, M, C, S)")
-    _add_task_parsers(compare.add_subparsers(dest="task", required=False, parser_class=_Parser, metavar="TASK"), "compare", with_method=False, out_required=True)
-
-    evaluate = commands.add_parser("evaluate", help="reload a trained controller and print its test loss")
-    evaluate.add_argument("run_dir", type=Path, metavar="DIR", help="the --out of a finished 'stablebptt train'")
-
-    reproduce = commands.add_parser("reproduce", help="reproduce a figure of the paper: the toy examples or an experiment's whole sweep")
-    reproduce.add_argument("experiment", choices=("toy", "lq", "cartpole", "repulsion", "quantum", "brax"), metavar="EXPERIMENT", help="toy, lq (the linear-quadratic check), cartpole, repulsion, quantum, or brax (Brax's APG against R, M, C)")
-    reproduce.add_argument("--env", metavar="NAME", default=None, help="with brax: the environment (default inverted_double_pendulum)")
-    reproduce.add_argument("--steps", type=_positive_int, metavar="N", default=None, help="with brax: episode length = horizon (default 100)")
-    reproduce.add_argument("--n-train", type=_positive_int, metavar="N", default=None, help="with brax: training initial states (default 64)")
-    reproduce.add_argument("--out", type=Path, metavar="DIR", required=True, help="output directory (a sweep continues where it stopped)")
-    reproduce.add_argument("--preset", choices=("quick", "paper"), default=None, help="quick (default: about ten minutes on 2 CPU cores) or paper (the paper's protocol)")
-    reproduce.add_argument("--epochs", type=_positive_int, metavar="N", default=None, help="epochs per run (default: the preset's)")
-    reproduce.add_argument("--seeds", type=_positive_int, metavar="K", default=None, help="seeds per setting (default: the preset's)")
-    reproduce.add_argument("--levels", metavar="LIST", default=None, help="comma-separated difficulty levels (default: the paper's, e.g. poles 1,2,3,4)")
-    reproduce.add_argument("--methods", type=_names("method"), metavar="LIST", default=None, help="comma-separated methods (default R,M,C,S)")
-    reproduce.add_argument("--clips", type=_clips, metavar="LIST", default=None, help="comma-separated clip modes (default none,value,norm)")
-    reproduce.add_argument("--one-by-one", action="store_true", help="train runs one after another instead of batched (for timing)")
-    reproduce.add_argument("--group-by", choices=("level", "method"), default=None, help="runs trained as one program: those of a difficulty and method (method, the default: measured faster) or every run of a difficulty (level)")
-    reproduce.add_argument("--x64", action="store_true", help="compute in float64")
-    _add_remat_option(reproduce)
-    _add_checkpoint_option(reproduce)
-    reproduce.add_argument("--quiet", action="store_true", help="no progress bar")
-    reproduce.add_argument("--backend", choices=("local", "ray"), default=None, help="where groups of runs train: local (default) or ray (a Ray cluster)")
-    reproduce.add_argument("--address", metavar="ADDR", default=None, help="with --backend ray: auto, HOST:PORT or ray://HOST:PORT (default: a new local Ray)")
-
-    report_ = commands.add_parser(
-        "report", help="rewrite a reproduce folder's table and figure from the runs it holds, training nothing; "
-        "on a folder of such folders (results/), every one of them, then the claims table and the verdicts"
-    )  # fmt: skip
-    report_.add_argument("out", type=Path, metavar="DIR", help="the --out of 'stablebptt reproduce cartpole|repulsion|quantum|brax', or a folder of them")
-    report_.add_argument("--readme", type=Path, metavar="FILE", action="append", default=[],
-                         help="with a folder of results: also rewrite the generated blocks of FILE (may be repeated)")  # fmt: skip
-
-    animate = commands.add_parser("animate", help="animate a trained controller (GIF)")
-    animate.add_argument("run_dir", type=Path, metavar="DIR", help="a finished run directory")
-    animate.add_argument("--out", type=Path, metavar="FILE", default=None, help="GIF to write (default DIR/animation.gif)")
-    animate.add_argument("--sample", type=int, metavar="I", default=0, help="which test state to start from (default 0)")
-    animate.add_argument("--fps", type=_positive_int, metavar="N", default=20, help="frames per second (default 20)")
-
-    bench = commands.add_parser("bench", help="seconds per epoch, updates/s and GFLOP/s of every task and method at the paper's settings")
-    bench.add_argument("--tasks", type=_names("task"), metavar="LIST", default="cartpole,repulsion,quantum", help="comma-separated tasks (default all three)")
-    bench.add_argument("--methods", type=_names("method"), metavar="LIST", default="R,M,C,S", help="comma-separated methods (default R,M,C,S)")
-    bench.add_argument("--epochs", type=_positive_int, metavar="K", default=3, help="timed epochs after one warm-up; the median is reported (default 3)")
-    bench.add_argument("--out", type=Path, metavar="FILE", default=None, help="also write the table to FILE (markdown)")
-    bench.add_argument("--runs", type=_positive_int, metavar="K", default=1, help="runs trained together as one vmapped program, as in a sweep group (default 1)")
-    bench.add_argument("--x64", action="store_true", help="compute in float64")
+    for add in COMMANDS:
+        add(commands)
     return parser
 
 
+# --- running the commands ----------------------------------------------------------------------------------------
 def _config_from_args(args):
     from .runs.config import RunConfig
 
@@ -323,38 +413,79 @@ def _enable_x64_for(run_dir: Path) -> None:
         set_float64()
 
 
-def _refuse_options(args, experiment: str, flags: tuple[str, ...], why: str = "") -> None:
-    """One-line error for the first of ``flags`` that was given to ``reproduce experiment``."""
-    for flag in flags:
-        if getattr(args, flag.lstrip("-").replace("-", "_")) not in (None, False, 0):
-            raise ValueError(f"reproduce {experiment} takes no {flag}" + (f": {why}" if why else ""))
+def _train_or_compare(args) -> int:
+    from .engine.precision import set_float64
+    from .runs.compare import compare, format_table
+    from .runs.single import train_run
+    from .training import NonFiniteLossError
+
+    recorded_methods = None
+    if args.task is None:
+        if args.config is None:
+            raise ValueError(f"choose a task ({', '.join(TASK_OPTIONS)}) or rerun a recorded run with --config RUN/config.json")
+        config, recorded_methods = _recorded_config(args.config, args.command)
+        if args.command == "compare" and args.config_out is None:
+            raise ValueError("compare --config needs --out DIR, the folder of the new comparison")
+        if config.dtype == "float64":
+            set_float64()
+        args.out, args.overwrite, args.quiet, args.checkpoint_every = args.config_out, args.config_overwrite, args.config_quiet, None
+    elif args.config is not None or args.config_out is not None:
+        raise ValueError(
+            f"--config reruns a recorded run with its own settings; give it without a task (stablebptt {args.command} --config FILE), "
+            "or give a task without --config"
+        )
+    else:
+        config = _config_from_args(args)
+    if args.command == "train":
+        out = args.out or _default_out(config)
+        try:
+            outcome = train_run(config, out, overwrite=args.overwrite, progress=not args.quiet, **_checkpoint_every(args))
+        except NonFiniteLossError as err:
+            print(f"stablebptt: error: {err} (metrics of the epochs so far are in {out / 'metrics.csv'})", file=sys.stderr)
+            return EXIT_DIVERGED
+        if outcome.status == "finished":
+            final = outcome.history[-1]
+            print(f"final test loss {final['test_loss']!r} after {len(outcome.history)} epochs; results in {out}")
+        return 0
+
+    methods = recorded_methods or getattr(args, "methods", None)
+    rows = compare(config, args.out, *([methods] if methods else []), overwrite=args.overwrite, progress=not args.quiet, **_checkpoint_every(args))
+    print(format_table(rows))
+    print(f"table and figure in {args.out}")
+    return 0
 
 
-def _reproduce(args) -> int:
+def _evaluate(args) -> int:
+    from .runs.single import evaluate_run
+
+    _enable_x64_for(args.run_dir)
+    result = evaluate_run(args.run_dir)
+    print(f"test loss {result['test_loss']!r}")
+    return 0
+
+
+def _reproduce_toy(args) -> int:
+    from .paper import toy
+
+    toy.reproduce_toy(args.out)
+    print(f"figures in {args.out}")
+    return 0
+
+
+def _reproduce_lq(args) -> int:
+    from .paper.lq import LQSpec, run_lq, table_markdown
+
+    spec = LQSpec(**({"epochs": args.epochs} if args.epochs else {}), **({"methods": tuple(args.methods)} if args.methods else {}))
+    print(table_markdown(spec, run_lq(spec, args.out)), end="")
+    print(f"table in {args.out}")
+    return 0
+
+
+def _reproduce_sweep(args) -> int:
     import time
 
     from .sweeps import report, run as sweep
-    from .paper import toy
 
-    if args.experiment == "lq":
-        from .paper.lq import LQSpec, run_lq, table_markdown
-
-        _refuse_options(args, "lq", ("--preset", "--seeds", "--backend", "--address", "--levels", "--clips", "--remat", "--env", "--steps", "--n-train", "--checkpoint-every", "--group-by"))
-        spec = LQSpec(**({"epochs": args.epochs} if args.epochs else {}), **({"methods": tuple(args.methods)} if args.methods else {}))
-        print(table_markdown(spec, run_lq(spec, args.out)), end="")
-        print(f"table in {args.out}")
-        return 0
-    if args.experiment == "toy":
-        _refuse_options(
-            args, "toy", ("--preset", "--epochs", "--seeds", "--levels", "--methods", "--clips", "--backend", "--address", "--remat", "--env", "--steps", "--n-train", "--checkpoint-every", "--group-by"),
-            why="it has no training runs to size",
-        )  # fmt: skip
-        toy.reproduce_toy(args.out)
-        print(f"figures in {args.out}")
-        return 0
-    if args.experiment == "brax":
-        return _reproduce_brax(args)
-    _refuse_options(args, args.experiment, ("--env", "--steps", "--n-train"), why="it sets the Brax comparison")
     if args.backend == "ray":
         from .sweeps.ray_backend import RayBackend, import_ray
 
@@ -363,25 +494,23 @@ def _reproduce(args) -> int:
         except ImportError as err:
             print(f"stablebptt: error: {err}", file=sys.stderr)
             return EXIT_BAD_INPUT
-        _refuse_options(args, "with --backend ray", ("--checkpoint-every",), why="Ray workers train each group in a temporary folder")
+        if args.checkpoint_every is not None:
+            raise ValueError("reproduce with --backend ray takes no --checkpoint-every: Ray workers train each group in a temporary folder")
         backend = RayBackend(address=args.address)
     elif args.address is not None:
         raise ValueError("--address names a Ray cluster; add --backend ray")
     else:
         backend = sweep.LocalBackend(**_checkpoint_every(args))
-    grid = {}
-    if args.levels is not None:
-        grid["levels"] = sweep.parse_levels(args.experiment, args.levels)
-    if args.methods is not None:
-        grid["methods"] = tuple(args.methods)
-    if args.clips is not None:
-        grid["clips"] = tuple(args.clips)
+    levels = None if args.levels is None else sweep.parse_levels(args.experiment, args.levels)
+    given = {"preset": args.preset, "levels": levels, "methods": args.methods, "clips": args.clips}  # None: the preset's
     spec = sweep.SweepSpec.from_preset(
-        args.experiment, args.preset or "quick", epochs=args.epochs, seeds=args.seeds, dtype="float64" if args.x64 else "float32", remat=args.remat, **grid
-    )
+        args.experiment, epochs=args.epochs, seeds=args.seeds, dtype="float64" if args.x64 else "float32", remat=args.remat,
+        **{k: v for k, v in given.items() if v is not None},
+    )  # fmt: skip
+    grouping = {} if args.group_by is None else {"group_by": args.group_by}
     start = time.perf_counter()
     try:
-        sweep.run_sweep(spec, args.out, batched=not args.one_by_one, progress=not args.quiet, backend=backend, group_by=args.group_by or "method")
+        sweep.run_sweep(spec, args.out, batched=not args.one_by_one, progress=not args.quiet, backend=backend, **grouping)
     except sweep.GroupsFailedError as err:
         print(f"stablebptt: error: {err}", file=sys.stderr)
         return 1  # neither bad input nor a diverged run: the cluster failed
@@ -395,7 +524,6 @@ def _reproduce(args) -> int:
 def _reproduce_brax(args) -> int:
     from .paper.brax_peer import PeerSpec, run_peer
 
-    _refuse_options(args, "brax", ("--preset", "--levels", "--clips", "--backend", "--address", "--remat", "--x64", "--group-by"))
     options = {"env": args.env, "n_steps": args.steps, "epochs": args.epochs, "n_train": args.n_train}
     spec = PeerSpec(**{k: v for k, v in options.items() if v is not None},
                     **({"seeds": tuple(range(42, 42 + args.seeds))} if args.seeds else {}),
@@ -404,6 +532,10 @@ def _reproduce_brax(args) -> int:
     print((args.out / "table.md").read_text(encoding="utf-8"), end="")
     print(f"table, figure and runs in {args.out}")
     return 0
+
+
+_REPRODUCE = {"toy": (_add_toy_options, _reproduce_toy), "lq": (_add_lq_options, _reproduce_lq), "brax": (_add_brax_options, _reproduce_brax)}
+"""The options and the runner of each experiment that is not a sweep."""
 
 
 def _report(args) -> int:
@@ -451,18 +583,23 @@ def _report(args) -> int:
     return 0
 
 
+def _animate(args) -> int:
+    from .tools.animate import animate_run
+
+    _enable_x64_for(args.run_dir)
+    path, frames = animate_run(args.run_dir, args.out, sample=args.sample, fps=args.fps)
+    print(f"wrote {path} ({frames} frames)")
+    return 0
+
+
 def _bench(args) -> int:
     from .atomic import atomic_write_text
+    from .runs.rundir import claim_output
     from .tools.bench import format_bench_table, run_bench
 
-    def say(line: str) -> None:
-        print(line, file=sys.stderr)
-
     if args.out is not None:
-        from .runs.rundir import check_output_place
-
-        check_output_place(args.out, "file")
-    rows = run_bench(args.tasks, args.methods, epochs=args.epochs, runs=args.runs, dtype="float64" if args.x64 else "float32", say=say)
+        claim_output(args.out, file=True)
+    rows = run_bench(args.tasks, args.methods, epochs=args.epochs, runs=args.runs, dtype="float64" if args.x64 else "float32")
     table = format_bench_table(rows)
     print(table, end="")
     if args.out is not None:
@@ -472,68 +609,45 @@ def _bench(args) -> int:
     return 0
 
 
-def _run(args) -> int:
-    from .engine.precision import set_float64
+class _Console(logging.Handler):
+    """Prints each message of the package's loggers as it is, to ``sys.stdout`` or ``sys.stderr``
+    as they are at that moment (so that a redirected or captured stream receives it)."""
 
-    if getattr(args, "x64", False):
-        set_float64()
-    from .runs.compare import compare, format_table
-    from .runs.single import evaluate_run, train_run
-    from .training import NonFiniteLossError
+    def __init__(self, stream: str):
+        super().__init__(logging.INFO)
+        self.stream = stream
 
-    if args.command == "reproduce":
-        return _reproduce(args)
-    if args.command == "bench":
-        return _bench(args)
-    if args.command == "report":
-        return _report(args)
-    if args.command == "animate":
-        from .tools.animate import animate_run
-
-        _enable_x64_for(args.run_dir)
-        path, frames = animate_run(args.run_dir, args.out, sample=args.sample, fps=args.fps)
-        print(f"wrote {path} ({frames} frames)")
-        return 0
-    if args.command == "evaluate":
-        _enable_x64_for(args.run_dir)
-        result = evaluate_run(args.run_dir)
-        print(f"test loss {result['test_loss']!r}")
-        return 0
-
-    recorded_methods = None
-    if args.task is None:
-        if args.config is None:
-            raise ValueError(f"choose a task ({', '.join(TASK_OPTIONS)}) or rerun a recorded run with --config RUN/config.json")
-        config, recorded_methods = _recorded_config(args.config, args.command)
-        if args.command == "compare" and args.config_out is None:
-            raise ValueError("compare --config needs --out DIR, the folder of the new comparison")
-        if config.dtype == "float64":
-            set_float64()
-        args.out, args.overwrite, args.quiet, args.checkpoint_every = args.config_out, args.config_overwrite, args.config_quiet, None
-    elif args.config is not None or args.config_out is not None:
-        raise ValueError(
-            f"--config reruns a recorded run with its own settings; give it without a task (stablebptt {args.command} --config FILE), "
-            "or give a task without --config"
-        )
-    else:
-        config = _config_from_args(args)
-    if args.command == "train":
-        out = args.out or _default_out(config)
+    def emit(self, record: logging.LogRecord) -> None:
         try:
-            outcome = train_run(config, out, overwrite=args.overwrite, progress=not args.quiet, **_checkpoint_every(args))
-        except NonFiniteLossError as err:
-            print(f"stablebptt: error: {err} (metrics of the epochs so far are in {out / 'metrics.csv'})", file=sys.stderr)
-            return EXIT_DIVERGED
-        if outcome.status == "finished":
-            final = outcome.history[-1]
-            print(f"final test loss {final['test_loss']!r} after {len(outcome.history)} epochs; results in {out}")
-        return 0
+            out = getattr(sys, self.stream)
+            out.write(self.format(record) + "\n")
+            out.flush()
+        except Exception:  # noqa: BLE001 - logging's own policy for a handler that fails
+            self.handleError(record)
 
-    methods = recorded_methods or [m.strip() for m in (getattr(args, "methods", None) or "R,M,C,S").split(",") if m.strip()]
-    rows = compare(config, args.out, methods, overwrite=args.overwrite, progress=not args.quiet, **_checkpoint_every(args))
-    print(format_table(rows))
-    print(f"table and figure in {args.out}")
-    return 0
+
+@contextlib.contextmanager
+def _messages_to(stream: str):
+    """While a command runs, the ``stablebptt`` loggers' INFO messages (what a run, sweep or comparison is doing) print plainly."""
+    logger = logging.getLogger("stablebptt")
+    handler, level = _Console(stream), logger.level
+    logger.addHandler(handler)
+    if logger.getEffectiveLevel() > logging.INFO:
+        logger.setLevel(logging.INFO)
+    try:
+        yield
+    finally:
+        logger.removeHandler(handler)
+        logger.setLevel(level)
+
+
+def _run(args) -> int:
+    if getattr(args, "x64", False):
+        from .engine.precision import set_float64
+
+        set_float64()
+    with _messages_to(getattr(args, "messages", "stdout")):
+        return args.run(args)
 
 
 def main(argv: Sequence[str] | None = None) -> int:

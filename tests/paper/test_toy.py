@@ -54,6 +54,6 @@ def test_toy_figures_have_their_panels(tmp_path):
     assert len(toy_figure1(toy.figure1_data(n=9)).axes) == 6  # three panels and three colour bars
     fig2 = toy_figure2(toy.figure2_data(steps=20), n=9)
     assert [ax.get_title() for ax in fig2.axes] == ["a) gradient field", "b) rotated field", "c) combined field", "d) loss"]
-    finals = toy.reproduce_toy(tmp_path, say=lambda _: None)
+    finals = toy.reproduce_toy(tmp_path)
     assert set(finals) == {"gradient", "rotated", "combined"}
     assert (tmp_path / toy.FIGURE1).read_bytes()[:4] == b"\x89PNG" and (tmp_path / toy.FIGURE2).exists()

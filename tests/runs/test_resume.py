@@ -77,21 +77,20 @@ def test_a_killed_sweep_group_continues_to_the_same_bytes(tmp_path):
         levels=(1,), methods=("R",), clips=("none",), task_options={"n_steps": 10},
     )  # fmt: skip
     reference = tmp_path / "reference"
-    run_sweep(spec, reference, progress=False, say=lambda _: None, backend=LocalBackend(checkpoint_every=0))
+    run_sweep(spec, reference, progress=False, backend=LocalBackend(checkpoint_every=0))
     out = tmp_path / "killed"
     code = (
         "import json\n"
         "from stablebptt.sweeps.run import LocalBackend, SweepSpec, run_sweep\n"
         "spec = SweepSpec.from_dict(json.loads(sys.argv[1]))\n"
-        f"run_sweep(spec, sys.argv[2], progress=False, say=lambda _: None, backend=LocalBackend(checkpoint_every={EVERY}))\n"
+        f"run_sweep(spec, sys.argv[2], progress=False, backend=LocalBackend(checkpoint_every={EVERY}))\n"
     )
     partials = [rundir.partial_path(out / run.path) for run in spec.grid()]
     run_killed(code, json.dumps(spec.to_dict()), str(out))
     assert all((p / rundir.CHECKPOINT).is_file() for p in partials), "the child was to be killed in the middle of the group"
     killed = [rundir.read_metrics(p / rundir.METRICS) for p in partials]
 
-    said = []
-    trained = run_sweep(spec, out, progress=False, say=said.append, backend=LocalBackend(checkpoint_every=EVERY))
+    trained = run_sweep(spec, out, progress=False, backend=LocalBackend(checkpoint_every=EVERY))
     assert len(trained) == 2
     for run, killed_rows in zip(spec.grid(), killed, strict=True):
         rows = rundir.read_metrics(out / run.path / rundir.METRICS)
@@ -121,7 +120,7 @@ def test_a_damaged_checkpoint_is_not_trusted(tmp_path, monkeypatch):
 
     monkeypatch.setattr(single.RunWriter, "checkpoint", lambda self, state: stop_after_checkpoint(state))
     with pytest.raises(Stop):
-        train_run(config, out, progress=False, say=lambda _: None, checkpoint_every=3)
+        train_run(config, out, progress=False, checkpoint_every=3)
     monkeypatch.undo()
     template = fresh_state(build(config))
     good = resume.load_checkpoint(partial, config, *template)

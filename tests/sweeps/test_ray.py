@@ -53,15 +53,11 @@ CLI_WITH_SPEC = (
     "from stablebptt.cli import main\n"
     "from stablebptt.sweeps.run import SweepSpec\n"
     "spec = SweepSpec.from_dict(json.loads(sys.argv[1]))\n"
-    "SweepSpec.from_preset = classmethod(lambda cls, experiment, preset, **sizes: spec)  # the tiny grid\n"
+    "SweepSpec.from_preset = classmethod(lambda cls, experiment, preset='quick', **sizes: spec)  # the tiny grid\n"
     "init = ray.init\n"
     "ray.init = lambda **kwargs: print('address', kwargs['address']) or init(**kwargs)\n"
     "sys.exit(main(sys.argv[2:]))\n"
 )
-
-
-def quiet(*_):
-    pass
 
 
 class Head:
@@ -194,14 +190,14 @@ def test_an_interrupted_sweep_resumes_on_ray_without_retraining(connected, refer
 
     monkeypatch.setattr(groups_module, "train_batched", interrupt)
     with pytest.raises(KeyboardInterrupt):
-        run_sweep(SPEC, out, progress=False, say=quiet, **GROUPS)
+        run_sweep(SPEC, out, progress=False, **GROUPS)
     monkeypatch.undo()
     finished = finished_runs(SPEC, out)
     assert [run.method for run in finished] == ["R", "R"] and len(leftovers(out)) == 2
     files = [p for run in finished for p in (out / run.path).iterdir()]
     stamps = {p: (p.stat().st_ino, p.stat().st_mtime_ns) for p in files}
 
-    trained = run_sweep(SPEC, out, progress=False, say=quiet, **GROUPS, backend=RayBackend())
+    trained = run_sweep(SPEC, out, progress=False, **GROUPS, backend=RayBackend())
     assert [run.method for run in trained] == ["C", "C"]  # the finished group is not trained again
     assert {p: (p.stat().st_ino, p.stat().st_mtime_ns) for p in files} == stamps  # nor rewritten
     assert run_dirs(out) == run_dirs(reference) and leftovers(out) == []
@@ -211,7 +207,7 @@ def test_an_interrupted_sweep_resumes_on_ray_without_retraining(connected, refer
 def test_a_group_whose_worker_dies_is_retried(connected, reference, tmp_path):
     out, log = with_r_finished(reference, tmp_path / "retried"), tmp_path / "deaths.log"
     backend = RayBackend(max_retries=1, before_group=dying("C", log, times=1))
-    trained = run_sweep(SPEC, out, progress=False, say=quiet, **GROUPS, backend=backend)
+    trained = run_sweep(SPEC, out, progress=False, **GROUPS, backend=backend)
     assert log.read_text() == "died\n"  # the first attempt at C's group died
     assert [run.method for run in trained] == ["C", "C"]
     assert run_dirs(out) == run_dirs(reference) and leftovers(out) == []
@@ -222,7 +218,7 @@ def test_a_group_whose_worker_always_dies_is_reported_after_the_others_are_writt
     out, log = tmp_path / "failed", tmp_path / "deaths.log"
     backend = RayBackend(max_retries=1, before_group=dying("C", log, times=None))
     with pytest.raises(GroupsFailedError) as failed:
-        run_sweep(SPEC, out, progress=False, say=quiet, **GROUPS, backend=backend)
+        run_sweep(SPEC, out, progress=False, **GROUPS, backend=backend)
     assert failed.value.failures == [("poles1 C", "its worker died on each of 2 attempts")]
     assert "poles1 C: its worker died on each of 2 attempts" in str(failed.value)
     assert log.read_text() == "died\n" * 2  # the first attempt and one retry
@@ -234,8 +230,8 @@ def test_a_group_whose_worker_always_dies_is_reported_after_the_others_are_writt
 
 def test_diverged_runs_are_recorded_as_locally(connected, tmp_path, x64):
     spec = dataclasses.replace(SPEC, methods=("R",), learning_rate=1e30)  # one group; the loss blows up
-    run_sweep(spec, tmp_path / "local", progress=False, say=quiet, **GROUPS)
-    run_sweep(spec, tmp_path / "ray", progress=False, say=quiet, **GROUPS, backend=RayBackend())
+    run_sweep(spec, tmp_path / "local", progress=False, **GROUPS)
+    run_sweep(spec, tmp_path / "ray", progress=False, **GROUPS, backend=RayBackend())
     for run in spec.grid():
         local, remote = tmp_path / "local" / run.path, tmp_path / "ray" / run.path
         assert read_summary(remote)["status"] == read_summary(local)["status"] == "diverged"
@@ -266,7 +262,7 @@ def test_ray_backend_without_ray_is_a_one_line_error(tmp_path, monkeypatch, caps
     assert err == "stablebptt: error: the ray backend needs Ray, which is not installed: pip install 'stablebptt[ray]'\n"
     assert not out.exists()
     with pytest.raises(ImportError, match=r"pip install 'stablebptt\[ray\]'"):
-        run_sweep(SPEC, tmp_path / "library", progress=False, say=quiet, **GROUPS, backend="ray")
+        run_sweep(SPEC, tmp_path / "library", progress=False, **GROUPS, backend="ray")
 
 
 def test_address_needs_the_ray_backend(tmp_path, capsys):

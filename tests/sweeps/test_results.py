@@ -50,3 +50,28 @@ def test_report_on_a_folder_without_settings_is_one_line(tmp_path, capsys):
     assert main(["report", str(tmp_path)]) == 2
     err = capsys.readouterr().err.strip()
     assert err.count("\n") == 0 and "holds neither sweep.json nor peer.json" in err
+
+
+def test_the_documented_command_on_a_finished_folder_trains_nothing_and_says_so(tmp_path, capsys, caplog):
+    """``reproduce quantum`` as results/README.md records it: its runs are all there, so the sweep logs that and trains
+    nothing; the command prints the log line plainly on stdout, the library call prints nothing (logging is the caller's)."""
+    import logging
+
+    from stablebptt.sweeps.run import run_sweep
+    from stablebptt.sweeps.spec import SweepSpec
+
+    copy = tmp_path / "quantum"
+    shutil.copytree(RESULTS / "quantum", copy, ignore=shutil.ignore_patterns("params.eqx", "*.png", "table.*"))
+    argv = ["reproduce", "quantum", "--preset", "paper", "--clips", "none", "--seeds", "1", "--out", str(copy), "--quiet"]
+    assert main(argv) == 0
+    out, err = capsys.readouterr()
+    assert "quantum sweep (paper): 12 of 12 runs finished, 0 to train\n" in out and err == ""
+    assert (copy / "table.md").read_text(encoding="utf-8") == (RESULTS / "quantum" / "table.md").read_text(encoding="utf-8")
+    assert logging.getLogger("stablebptt").handlers == []  # the command's console handler is gone with it
+
+    spec = SweepSpec.from_preset("quantum", "paper", seeds=1, clips=("none",))
+    caplog.clear()
+    with caplog.at_level(logging.INFO, logger="stablebptt"):
+        assert run_sweep(spec, copy, progress=False) == []
+    assert capsys.readouterr() == ("", "")
+    assert [(r.name, r.getMessage()) for r in caplog.records] == [("stablebptt.sweeps.run", "quantum sweep (paper): 12 of 12 runs finished, 0 to train")]

@@ -32,10 +32,6 @@ TINY = dict(
 )
 
 
-def quiet(*_):
-    pass
-
-
 def numbers(out: Path, spec: SweepSpec) -> dict:
     """Every run's metrics without the wall times (NaN as None, so that equal means equal)."""
     return {
@@ -51,7 +47,7 @@ def numbers(out: Path, spec: SweepSpec) -> dict:
 def uninterrupted(tmp_path_factory):
     spec = SweepSpec(**TINY)
     out = tmp_path_factory.mktemp("sweep") / "a"
-    trained = run_sweep(spec, out, progress=False, say=quiet)
+    trained = run_sweep(spec, out, progress=False)
     assert len(trained) == 16
     return spec, out
 
@@ -75,7 +71,7 @@ def test_interrupted_sweep_resumes_without_repeating_or_losing_runs(uninterrupte
 
     monkeypatch.setattr(groups_module, "train_batched", interrupt_third_group)
     with pytest.raises(KeyboardInterrupt):
-        run_sweep(spec, out, progress=False, say=quiet)
+        run_sweep(spec, out, progress=False)
     monkeypatch.setattr(groups_module, "train_batched", original)
 
     before = {run.path for run in finished_runs(spec, out)}
@@ -83,7 +79,7 @@ def test_interrupted_sweep_resumes_without_repeating_or_losing_runs(uninterrupte
     partial = [p for p in (out / "runs").rglob(".*.partial")]
     assert len(partial) == 4 and not any((p / "summary.json").exists() for p in partial)
 
-    again = run_sweep(spec, out, progress=False, say=quiet)
+    again = run_sweep(spec, out, progress=False)
     assert {run.path for run in again}.isdisjoint(before)  # no finished run is trained again
     assert len(again) == 8
     run_dirs = sorted(str(p.relative_to(out)) for p in (out / "runs").glob("*/*"))
@@ -93,7 +89,7 @@ def test_interrupted_sweep_resumes_without_repeating_or_losing_runs(uninterrupte
 
 def test_restart_of_a_finished_sweep_trains_nothing(uninterrupted):
     spec, out = uninterrupted
-    assert run_sweep(spec, out, progress=False, say=quiet) == []
+    assert run_sweep(spec, out, progress=False) == []
 
 
 def assert_same_numbers(a: dict, b: dict) -> None:
@@ -112,7 +108,7 @@ def test_batched_equals_one_by_one(uninterrupted, tmp_path):
     assert [len(g) for g in spec.groups()] == [4, 4, 4, 4]
     group = SweepSpec(**{**TINY, "levels": (2,), "methods": ("C",)})
     out = tmp_path / "one-by-one"
-    run_sweep(group, out, batched=False, progress=False, say=quiet)
+    run_sweep(group, out, batched=False, progress=False)
     a, b = numbers(batched_dir, group), numbers(out, group)
     assert len(a) == 4
     assert_same_numbers(a, b)
@@ -127,7 +123,7 @@ def test_every_method_in_one_program_equals_one_by_one(tmp_path):
     assert [len(g) for g in spec.groups("level")] == [8] and [len(g) for g in spec.groups()] == [2, 2, 2, 2]
     runs = {}
     for name, options in (("level", {"group_by": "level"}), ("one-by-one", {"batched": False})):
-        run_sweep(spec, tmp_path / name, progress=False, say=quiet, **options)
+        run_sweep(spec, tmp_path / name, progress=False, **options)
         runs[name] = numbers(tmp_path / name, spec)
     assert_same_numbers(runs["level"], runs["one-by-one"])
     first = {path.split("/")[-1].split("-")[0]: rows[0] for path, rows in runs["level"].items()}
@@ -181,7 +177,7 @@ def test_quantum_figure_adds_update_size_panels(tmp_path):
         experiment="quantum", preset="quick", epochs=1, seeds=(42,), n_train=8, n_test=8,
         levels=(3, 4), methods=("C",), clips=("none",), task_options={"n_steps": 4},
     )  # fmt: skip
-    run_sweep(spec, tmp_path, progress=False, say=quiet)
+    run_sweep(spec, tmp_path, progress=False)
     fig = report.sweep_figure(spec, tmp_path)
     assert len(fig.axes) == 4
     assert [ax.get_title() for ax in fig.axes] == ["target 3", "target 4", "target 3: update size", "target 4: update size"]
@@ -190,7 +186,7 @@ def test_quantum_figure_adds_update_size_panels(tmp_path):
 def test_checkpointed_sweep_gives_the_plain_numbers(uninterrupted, tmp_path):
     spec, out = uninterrupted
     checkpointed = SweepSpec(**{**TINY, "levels": (2,), "methods": ("C",), "remat": True})
-    run_sweep(checkpointed, tmp_path / "remat", progress=False, say=quiet)
+    run_sweep(checkpointed, tmp_path / "remat", progress=False)
     got, want = numbers(tmp_path / "remat", checkpointed), numbers(out, spec)
     assert len(got) == 4
     for path, rows in got.items():
@@ -205,7 +201,7 @@ def test_a_different_sweep_in_the_same_folder_is_refused(uninterrupted):
     other = SweepSpec(**{**TINY, "epochs": 3})
     before = (out / "sweep.json").read_text()
     with pytest.raises(RunDirError, match=r"holds a sweep with different settings: epochs \(2 vs 3\)"):
-        run_sweep(other, out, progress=False, say=quiet)
+        run_sweep(other, out, progress=False)
     assert (out / "sweep.json").read_text() == before
 
 
@@ -220,7 +216,7 @@ def test_runs_without_parameters_count_as_finished(uninterrupted, tmp_path, caps
     shutil.copytree(out, copy, ignore=shutil.ignore_patterns("params.eqx"))
     assert not list(copy.rglob("params.eqx"))
     assert len(finished_runs(spec, copy)) == len(spec.grid())
-    assert run_sweep(spec, copy, progress=False, say=quiet) == []
+    assert run_sweep(spec, copy, progress=False) == []
     code = main(["evaluate", str(copy / spec.grid()[0].path)])
     err = capsys.readouterr().err
     lines = [line for line in err.splitlines() if line.strip()]
@@ -240,7 +236,7 @@ def test_presets_and_bad_settings():
         SweepSpec.from_preset("pendulum")
     with pytest.raises(ValueError, match="unknown preset 'fast'; choose one of quick, paper"):
         SweepSpec.from_preset("cartpole", "fast")
-    with pytest.raises(ValueError, match="seeds=0; a sweep needs a positive number of seeds"):
+    with pytest.raises(ValueError, match="seeds=0; expected a positive number of seeds"):
         SweepSpec.from_preset("cartpole", seeds=0)
 
 
@@ -257,7 +253,7 @@ def test_a_sweep_killed_with_sigkill_continues(uninterrupted, tmp_path):
         "import json, sys\n"
         "from stablebptt.sweeps.run import SweepSpec, run_sweep\n"
         "spec = SweepSpec.from_dict(json.loads(sys.argv[1]))\n"
-        "run_sweep(spec, sys.argv[2], progress=False, say=lambda _: None)\n"
+        "run_sweep(spec, sys.argv[2], progress=False)\n"
     )
     child = subprocess.Popen([sys.executable, "-c", code, json.dumps(spec.to_dict()), str(out)])
     try:
@@ -272,7 +268,7 @@ def test_a_sweep_killed_with_sigkill_continues(uninterrupted, tmp_path):
         child.wait()
     finished = {run.path for run in finished_runs(spec, out)}
     assert 4 <= len(finished) < 16, "the child was to be killed in the middle of the sweep"
-    again = run_sweep(spec, out, progress=False, say=quiet)
+    again = run_sweep(spec, out, progress=False)
     assert {run.path for run in again}.isdisjoint(finished)
     assert len(again) + len(finished) == 16
     assert numbers(out, spec) == numbers(reference_dir, spec)
@@ -288,7 +284,7 @@ def test_a_new_grid_of_the_same_protocol_joins_the_folder(uninterrupted, tmp_pat
     shutil.copytree(out, folder)
     before = {p: p.read_bytes() for p in (folder / "runs").rglob("*") if p.is_file()}
     more = SweepSpec(**{**TINY, "levels": (2,), "clips": ("value",), "seeds": (42,)})
-    trained = run_sweep(more, folder, progress=False, say=quiet)
+    trained = run_sweep(more, folder, progress=False)
     assert sorted(r.path for r in trained) == ["runs/poles2/C-value-seed42", "runs/poles2/R-value-seed42"]
     assert all(p.read_bytes() == data for p, data in before.items())  # nothing already there was touched
     held = json.loads((folder / "sweep.json").read_text())
@@ -303,12 +299,12 @@ def test_a_new_grid_of_the_same_protocol_joins_the_folder(uninterrupted, tmp_pat
     md = (folder / "table.md").read_text()
     assert "| clip none | clip norm | clip value |" in md and "not run" in md and "(1 seed)" in md
     one = tmp_path / "one-by-one"
-    run_sweep(more, one, batched=False, progress=False, say=quiet)
+    run_sweep(more, one, batched=False, progress=False)
     assert_same_numbers(numbers(folder, more), numbers(one, more))
-    assert run_sweep(SweepSpec(**{**TINY, "clips": ("value", "none", "norm")}), folder, progress=False, say=quiet)  # the rest of poles 1
+    assert run_sweep(SweepSpec(**{**TINY, "clips": ("value", "none", "norm")}), folder, progress=False)  # the rest of poles 1
     assert "grids" not in json.loads((folder / "sweep.json").read_text())  # the grids now fill the product
     with pytest.raises(RunDirError, match=r"holds a sweep with different settings: n_train \(16 vs 24\)"):
-        run_sweep(SweepSpec(**{**TINY, "n_train": 24}), folder, progress=False, say=quiet)
+        run_sweep(SweepSpec(**{**TINY, "n_train": 24}), folder, progress=False)
 
 
 def test_merged_sweeps():

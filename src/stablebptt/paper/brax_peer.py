@@ -22,16 +22,18 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import json
+import logging
 import math
 import time
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 from unittest import mock
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 
+from .. import tables, validate
 from ..atomic import atomic_write_text
 from ..runs import resume, rundir
 from ..runs.config import RunConfig
@@ -39,6 +41,7 @@ from ..runs.single import build, train_run
 
 __all__ = ["PeerSpec", "APG_VARIANTS", "import_apg", "apg_jax_compat", "run_peer", "peer_table", "peer_table_markdown", "peer_figure", "write_report"]
 
+log = logging.getLogger(__name__)
 PEER_CONFIG = "peer.json"
 APG_VARIANTS = ("APG-default", "APG-matched")
 TABLE_COLUMNS = ("method", "seeds", "final_return_mean", "final_return_std", "wall_seconds_mean", "simulator_steps")
@@ -64,8 +67,10 @@ class PeerSpec:
     apg_evals: int = 11
 
     def __post_init__(self):
-        object.__setattr__(self, "seeds", tuple(self.seeds))
-        object.__setattr__(self, "methods", tuple(m.upper() for m in self.methods))
+        object.__setattr__(self, "seeds", tuple(validate.distinct("seeds", self.seeds)))
+        object.__setattr__(self, "methods", tuple(validate.distinct("methods", (m.upper() for m in self.methods))))
+        validate.positive_int("apg_default_horizon", self.apg_default_horizon)
+        validate.positive_int("apg_evals", self.apg_evals)
         for seed in self.seeds:
             for method in self.methods:
                 self.run_config(method, seed)  # validates env, sizes and methods
@@ -148,27 +153,27 @@ def train_apg(spec: PeerSpec, variant: str, seed: int) -> dict:
 
 
 def run_peer(
-    spec: PeerSpec, out: Path, *, say: Callable[[str], None] = print, progress: bool = False, checkpoint_every: int = resume.DEFAULT_EVERY
+    spec: PeerSpec, out: Path, *, progress: bool = False, checkpoint_every: int = resume.DEFAULT_EVERY
 ) -> None:
-    """Train every unfinished run of the comparison into ``out`` (resumable), then write table and figure."""
+    """Train every unfinished run of the comparison into ``out`` (resumable), then write table and figure.
+
+    Each training is logged (INFO) as it starts; ``progress``: a progress bar per stablebptt run.
+    """
     out = Path(out)
-    rundir.check_output_place(out)
-    rundir.refuse_other_settings(out, PEER_CONFIG, "comparison", spec.to_dict())
-    out.mkdir(parents=True, exist_ok=True)
-    atomic_write_text(out / PEER_CONFIG, json.dumps(spec.to_dict(), indent=2, sort_keys=True) + "\n")
+    rundir.claim_output(out, marker=PEER_CONFIG, what="comparison", settings=spec.to_dict())
     for seed in spec.seeds:
         for variant in APG_VARIANTS:
             path = out / "apg" / f"{variant}-seed{seed}.json"
             if path.is_file():
                 continue
-            say(f"training {variant} (horizon {spec.apg_horizon(variant)}), seed {seed}")
+            log.info("training %s (horizon %d), seed %d", variant, spec.apg_horizon(variant), seed)
             path.parent.mkdir(parents=True, exist_ok=True)
             atomic_write_text(path, json.dumps(train_apg(spec, variant, seed), indent=2) + "\n")
         for method in spec.methods:
-            say(f"training stablebptt {method}, seed {seed}")
+            log.info("training stablebptt %s, seed %d", method, seed)
             train_run(
                 spec.run_config(method, seed), out / "runs" / f"{method}-seed{seed}",
-                progress=progress, say=lambda _: None, checkpoint_every=checkpoint_every,
+                progress=progress, announce=False, checkpoint_every=checkpoint_every,
             )  # fmt: skip
     write_report(spec, out)
 
@@ -236,14 +241,17 @@ def peer_table_markdown(spec: PeerSpec, rows: list[dict]) -> str:
         f"{spec.env}: return over one episode of {spec.n_steps} steps from {spec.n_test} fixed test states, "
         f"after {spec.simulator_steps} training simulator steps; mean ± std over {len(spec.seeds)} seed(s)",
         "",
-        "| method | final return | wall seconds | simulator steps |",
-        "|---|---|---|---|",
     ]
-    for r in rows:
-        ret = "—" if math.isnan(r["final_return_mean"]) else f"{r['final_return_mean']:.4g} ± {r['final_return_std']:.2g}"
-        wall = "—" if math.isnan(r["wall_seconds_mean"]) else f"{r['wall_seconds_mean']:.0f}"
-        lines.append(f"| {r['method']} | {ret} | {wall} | {r['simulator_steps']} |")
-    return "\n".join(lines) + "\n"
+    cells = [
+        (
+            r["method"],
+            "—" if math.isnan(r["final_return_mean"]) else f"{r['final_return_mean']:.4g} ± {r['final_return_std']:.2g}",
+            "—" if math.isnan(r["wall_seconds_mean"]) else f"{r['wall_seconds_mean']:.0f}",
+            r["simulator_steps"],
+        )
+        for r in rows
+    ]
+    return "\n".join([*lines, tables.render(("method", "final return", "wall seconds", "simulator steps"), cells)]) + "\n"
 
 
 def peer_figure(spec: PeerSpec, out: Path) -> Any:

@@ -20,6 +20,7 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
+from .. import tables, validate
 from ..atomic import atomic_write_text
 from ..engine.flows import flow_from_name
 from ..engine.optim import make_optimizer
@@ -39,12 +40,23 @@ TABLE_COLUMNS = (
 
 @dataclasses.dataclass(frozen=True)
 class LQSpec:
+    """The check's settings: control costs ``ρ ≥ 0``, methods, fixed starts, seed, full-batch epochs and learning rate."""
+
     control_costs: tuple[float, ...] = (0.0, 0.1)
     methods: tuple[str, ...] = ("R", "M", "C")
     n_states: int = 64
     seed: int = 42
     epochs: int = 4000
     learning_rate: float = 0.05
+
+    def __post_init__(self):
+        costs = validate.distinct("control_costs", (validate.number("control_cost", rho, low=0) for rho in self.control_costs))
+        object.__setattr__(self, "control_costs", tuple(costs))
+        object.__setattr__(self, "methods", tuple(validate.distinct("methods", (flow_from_name(m).name for m in self.methods))))
+        validate.positive_int("n_states", self.n_states)
+        validate.integer("seed", self.seed, low=0)
+        validate.positive_int("epochs", self.epochs)
+        validate.number("learning_rate", self.learning_rate, positive=True)
 
 
 def polynomial_loss(config: linear.LinearConfig, x0: np.ndarray, theta: np.ndarray) -> float:
@@ -75,7 +87,7 @@ def optimum(config: linear.LinearConfig, x0: np.ndarray) -> tuple[np.ndarray, fl
 def run_lq(spec: LQSpec, out: Path) -> list[dict]:
     """Train every control cost × start × method; write ``table.csv`` and ``table.md`` into ``out``."""
     out = Path(out)
-    rundir.check_output_place(out)
+    rundir.claim_output(out)
     rows = []
     with float64():
         for rho in spec.control_costs:
@@ -112,17 +124,18 @@ def run_lq(spec: LQSpec, out: Path) -> list[dict]:
 
 
 def table_markdown(spec: LQSpec, rows: list[dict]) -> str:
-    lines = [
+    """``table.md``: a sentence on the setting, then a row per control cost × start × method."""
+    title = (
         f"Linear-quadratic task (double integrator, 3 steps, {spec.n_states} fixed starts, float64): where each method ends "
-        f"after {spec.epochs} full-batch Keras-Adam steps (lr {spec.learning_rate}); θ* minimises the loss polynomial directly.",
-        "",
-        "| ρ | start | method | θ at the end | θ* | ‖θ − θ*‖ | L(θ) − L(θ*) | ‖update‖ at the end | ‖update‖ at θ* |",
-        "|---|---|---|---|---|---|---|---|---|",
+        f"after {spec.epochs} full-batch Keras-Adam steps (lr {spec.learning_rate}); θ* minimises the loss polynomial directly."
+    )
+    cells = [
+        (
+            f"{r['control_cost']:g}", r["start"], r["method"], f"({r['theta_0']:.4f}, {r['theta_1']:.4f})",
+            f"({r['theta_star_0']:.4f}, {r['theta_star_1']:.4f})", f"{r['distance']:.3g}", f"{r['loss_gap']:.3g}",
+            f"{r['update_norm_at_end']:.2g}", f"{r['update_norm_at_optimum']:.2g}",
+        )  # fmt: skip
+        for r in rows
     ]
-    for r in rows:
-        lines.append(
-            f"| {r['control_cost']:g} | {r['start']} | {r['method']} | ({r['theta_0']:.4f}, {r['theta_1']:.4f}) | "
-            f"({r['theta_star_0']:.4f}, {r['theta_star_1']:.4f}) | {r['distance']:.3g} | {r['loss_gap']:.3g} | "
-            f"{r['update_norm_at_end']:.2g} | {r['update_norm_at_optimum']:.2g} |"
-        )
-    return "\n".join(lines) + "\n"
+    header = ("ρ", "start", "method", "θ at the end", "θ*", "‖θ − θ*‖", "L(θ) − L(θ*)", "‖update‖ at the end", "‖update‖ at θ*")
+    return "\n".join([title, "", tables.render(header, cells)]) + "\n"

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import logging
 from pathlib import Path
 from typing import Callable
 
@@ -20,6 +21,7 @@ from ..runs import rundir
 
 __all__ = ["Figure1Data", "Figure2Data", "figure1_data", "figure2_data", "reproduce_toy", "FIGURE1", "FIGURE2"]
 
+log = logging.getLogger(__name__)
 FIGURE1, FIGURE2 = "figure1_fields.png", "figure2_adam.png"
 
 
@@ -88,15 +90,15 @@ def figure2_data(theta0=(2.0, 4.0), learning_rate: float = 0.1, steps: int = 200
     return Figure2Data(tuple(fields), paths, losses, fields)
 
 
-def reproduce_toy(out: Path, say: Callable[[str], None] = print) -> dict:
-    """Write both toy figures into ``out`` and return the final loss of each Adam run."""
+def reproduce_toy(out: Path) -> dict:
+    """Write both toy figures into ``out`` and return the final loss of each Adam run (each also logged, INFO)."""
     out = Path(out)
-    rundir.check_output_place(out)
+    rundir.claim_output(out)
     out.mkdir(parents=True, exist_ok=True)
     plots.save_figure(plots.toy_figure1(figure1_data()), out / FIGURE1)
     data = figure2_data()
     plots.save_figure(plots.toy_figure2(data), out / FIGURE2)
     finals = {name: float(data.losses[name][-1]) for name in data.names}
     for name, value in finals.items():
-        say(f"Adam on the {name} field: final loss {value:.6g}")
+        log.info("Adam on the %s field: final loss %.6g", name, value)
     return finals

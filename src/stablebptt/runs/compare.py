@@ -2,36 +2,39 @@
 
 from __future__ import annotations
 
-import json
+import logging
 import math
 from pathlib import Path
-from typing import Callable, Sequence
+from typing import Sequence
 
-from .. import plots
+from .. import plots, tables, validate
 from ..atomic import atomic_write_text
-from ..engine.flows import flow_from_name
+from ..engine.flows import FLOW_NAMES
 from ..training import NonFiniteLossError
 from . import resume, rundir
 from .config import RunConfig
 from .single import run_title, train_run
 
-__all__ = ["COMPARE_CONFIG", "TABLE", "FIGURE", "compare", "format_table"]
+__all__ = ["METHODS", "COMPARE_CONFIG", "TABLE", "FIGURE", "compare", "format_table"]
+
+METHODS = ("R", "M", "C", "S")
+"""The methods compared by default: the paper's four."""
 
 COMPARE_CONFIG = "compare.json"
 TABLE = "final_test_loss.csv"
 FIGURE = "comparison.png"
+log = logging.getLogger(__name__)
 TABLE_COLUMNS = ("method", "final_test_loss", "best_test_loss", "epochs_run", "status", "seconds_per_epoch")
 
 
 def compare(
     base: RunConfig,
     out: Path,
-    methods: Sequence[str] = ("R", "M", "C", "S"),
+    methods: Sequence[str] = METHODS,
     *,
     overwrite: bool = False,
     checkpoint_every: int = resume.DEFAULT_EVERY,
     progress: bool = True,
-    say: Callable[[str], None] = print,
 ) -> list[dict]:
     """Train ``base`` once per method into ``out/METHOD`` and write the table and figure.
 
@@ -40,27 +43,20 @@ def compare(
     Finished runs already in ``out`` are kept, so an interrupted comparison
     continues where it stopped.
     """
-    methods = [flow_from_name(m).name for m in methods]
-    if not methods:
-        raise ValueError("no methods to compare; give at least one of R, M, S, N, C")
-    if len(set(methods)) != len(methods):
-        raise ValueError(f"methods {','.join(methods)} name one method twice")
+    methods = validate.distinct("methods", validate.names(methods, "method", FLOW_NAMES, upper=True))
     out = Path(out)
     base = base.resolved()
     spec = {"base": {k: v for k, v in base.to_dict().items() if k != "method"}, "methods": methods}
-    rundir.check_output_place(out)
-    rundir.refuse_other_settings(out, COMPARE_CONFIG, "comparison", spec, overwrite=overwrite)
-    out.mkdir(parents=True, exist_ok=True)
-    atomic_write_text(out / COMPARE_CONFIG, json.dumps(spec, indent=2, sort_keys=True) + "\n")
+    rundir.claim_output(out, marker=COMPARE_CONFIG, what="comparison", settings=spec, overwrite=overwrite)
 
     rows, histories = [], {}
     for method in methods:
         config = base.replace(method=method)
         try:
-            outcome = train_run(config, out / method, overwrite=overwrite, progress=progress, say=say, checkpoint_every=checkpoint_every)
+            outcome = train_run(config, out / method, overwrite=overwrite, progress=progress, checkpoint_every=checkpoint_every)
             history, status = outcome.history, outcome.summary.get("status", outcome.status)
         except NonFiniteLossError as err:
-            say(f"{method}: {err}")
+            log.info("%s: %s", method, err)
             history, status = err.history, "diverged"
         histories[method] = history
         finite = [r["test_loss"] for r in history if math.isfinite(r["test_loss"])]
@@ -82,18 +78,11 @@ def compare(
 
 def format_table(rows: Sequence[dict]) -> str:
     """The comparison table as aligned text."""
-    header = ("method", "final test loss", "best test loss", "epochs", "status", "s/epoch")
-    lines = [header]
-    for r in rows:
-        lines.append(
-            (
-                r["method"],
-                f"{r['final_test_loss']:.6g}",
-                f"{r['best_test_loss']:.6g}",
-                str(r["epochs_run"]),
-                r["status"],
-                f"{r['seconds_per_epoch']:.4f}",
-            )
-        )
-    widths = [max(len(line[i]) for line in lines) for i in range(len(header))]
-    return "\n".join("  ".join(cell.ljust(w) for cell, w in zip(line, widths)).rstrip() for line in lines)
+    return tables.render(
+        ("method", "final test loss", "best test loss", "epochs", "status", "s/epoch"),
+        (
+            (r["method"], f"{r['final_test_loss']:.6g}", f"{r['best_test_loss']:.6g}", r["epochs_run"], r["status"], f"{r['seconds_per_epoch']:.4f}")
+            for r in rows
+        ),
+        style="text",
+    )

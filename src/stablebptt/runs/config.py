@@ -4,27 +4,21 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import math
 from typing import Any, Mapping
 
 import jax
 
+from .. import validate
 from ..engine.remat import check_remat, segment_length
 from ..engine.flows import AbstractFlow, flow_from_name
 from ..engine.optim import ADAM_FORMS, CLIP_MODES, make_optimizer
 from ..tasks import Task, make_task, task_config
-from ..tasks.quantum import check_learnable
 from ..training.batching import batch_count
 from ..engine.updates import SharedBackward
 
 __all__ = ["RunConfig", "DTYPES"]
 
 DTYPES = ("float32", "float64")
-
-
-def _positive_int(name: str, value: Any) -> None:
-    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-        raise ValueError(f"{name}={value!r}; expected a positive integer")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -56,23 +50,15 @@ class RunConfig:
     def __post_init__(self):
         object.__setattr__(self, "method", str(self.method).upper())
         flow_from_name(self.method)
-        if self.clip not in CLIP_MODES:
-            raise ValueError(f"unknown clip mode {self.clip!r}; choose one of {', '.join(CLIP_MODES)}")
-        if self.adam not in ADAM_FORMS:
-            raise ValueError(f"unknown Adam form {self.adam!r}; choose one of {', '.join(ADAM_FORMS)}")
-        if self.dtype not in DTYPES:
-            raise ValueError(f"unknown dtype {self.dtype!r}; choose one of {', '.join(DTYPES)}")
+        validate.choice("clip mode", self.clip, CLIP_MODES)
+        validate.choice("Adam form", self.adam, ADAM_FORMS)
+        validate.choice("dtype", self.dtype, DTYPES)
         for name in ("epochs", "batch_size", "n_train", "n_test"):
-            _positive_int(name.replace("_", "-"), getattr(self, name))
-        if isinstance(self.seed, bool) or not isinstance(self.seed, int) or self.seed < 0:
-            raise ValueError(f"seed={self.seed!r}; expected a non-negative integer")
-        lr = self.learning_rate
-        if isinstance(lr, bool) or not isinstance(lr, (int, float)) or not math.isfinite(lr) or lr <= 0:
-            raise ValueError(f"learning rate {lr!r} must be a positive finite number")
+            validate.positive_int(name, getattr(self, name))
+        validate.integer("seed", self.seed, low=0)
+        validate.number("learning_rate", self.learning_rate, positive=True)
         batch_count(self.n_train, self.batch_size)  # the batch must fit the training set and divide it
-        task = task_config(self.task, **self.task_options)  # validates task name and options
-        if self.task == "quantum":  # a run trains from the task's own initial states, from which targets above 5 do not move
-            check_learnable(task.target)
+        task_config(self.task, **self.task_options).check_trainable()  # the task's options, then its own rules for a run
         check_remat(self.remat)
 
     def resolved(self) -> "RunConfig":
@@ -128,22 +114,10 @@ class RunConfig:
 
     @classmethod
     def from_dict(cls, data: dict) -> "RunConfig":
-        known = {f.name for f in dataclasses.fields(cls)}
-        unknown = sorted(set(data) - known)
-        if unknown:
-            raise ValueError(f"config has unknown setting {unknown[0]!r}")
+        validate.known_settings("config", data, (f.name for f in dataclasses.fields(cls)))
         return cls(**data)
 
     def differences(self, other: "RunConfig") -> list[str]:
-        """Names of the settings (``task_options.x`` for task options) where two configs differ."""
-        a, b = self.to_dict(), other.to_dict()
-        out = []
-        for key in sorted(set(a) | set(b)):
-            if key == "task_options" and isinstance(a.get(key), dict) and isinstance(b.get(key), dict):
-                for sub in sorted(set(a[key]) | set(b[key])):
-                    if a[key].get(sub) != b[key].get(sub):
-                        out.append(f"task_options.{sub} ({a[key].get(sub)!r} vs {b[key].get(sub)!r})")
-            elif a.get(key) != b.get(key):
-                out.append(f"{key} ({a.get(key)!r} vs {b.get(key)!r})")
-        return out
+        """The settings (``task_options.x`` for task options) where two configs differ: ``["seed (42 vs 1)"]``."""
+        return validate.differences(self.to_dict(), other.to_dict())
 

@@ -23,8 +23,9 @@ import os
 import shutil
 import tempfile
 from pathlib import Path
-from typing import Any, Iterable
+from typing import Any, Callable, Iterable
 
+from .. import validate
 from ..atomic import atomic_write_text
 from ..training import METRIC_COLUMNS
 from .config import RunConfig
@@ -39,7 +40,7 @@ __all__ = [
     "SUMMARY",
     "CHECKPOINT",
     "RunDirError",
-    "check_output_place",
+    "claim_output",
     "partial_path",
     "csv_text",
     "MetricsWriter",
@@ -48,7 +49,6 @@ __all__ = [
     "read_summary",
     "claimed_by",
     "run_gaps",
-    "refuse_other_settings",
     "existing_run_state",
     "finalize",
 ]
@@ -65,14 +65,13 @@ class RunDirError(ValueError):
     """A run directory cannot be used as asked."""
 
 
-def check_output_place(path: Path, kind: str = "directory", flag: str = "--out") -> None:
+def _check_place(path: Path, kind: str, flag: str) -> None:
     """Raise :class:`RunDirError` unless ``path`` can be written as ``kind`` (``"directory"`` or ``"file"``).
 
     Creates the missing parent folders and proves by writing a probe file that
     the parent is writable (a permission check alone would pass for root on a
     read-only file system), so a long computation never ends in a failed write.
     """
-    path = Path(path)
     for above in path.parents:
         if above.exists() and not above.is_dir():
             raise RunDirError(f"{flag} {path}: {above} is a file, not a folder; choose another {flag}")
@@ -88,6 +87,47 @@ def check_output_place(path: Path, kind: str = "directory", flag: str = "--out")
         os.unlink(probe)
     except OSError as err:
         raise RunDirError(f"{flag} {path} cannot be written ({err.strerror}: {err.filename or parent}); choose another {flag}") from None
+
+
+def claim_output(
+    out: Path,
+    *,
+    file: bool = False,
+    marker: str | None = None,
+    what: str = "",
+    settings: dict | None = None,
+    overwrite: bool | None = None,
+    ignore: Iterable[str] = (),
+    merge: Callable[[], dict] | None = None,
+) -> None:
+    """Claim ``out`` for a command's results before any work, or raise a one-line :class:`RunDirError`.
+
+    The one preamble of everything that writes results (a run, a comparison, a
+    sweep, the toy figures, the LQ check, the Brax comparison, ``bench --out``,
+    ``animate --out``):
+
+    * ``out`` must be writable as a folder (with ``file=True``: as a file); the
+      missing parent folders are made, and a probe file proves the parent
+      writable (a permission check alone would pass for root on a read-only
+      file system), so a long computation never ends in a failed write;
+    * with ``marker``, the JSON file that says what a folder holds
+      (``sweep.json``, ``compare.json``, ``peer.json``): the folder must be
+      empty, or hold a ``what`` of the same ``settings`` (the top-level keys
+      in ``ignore`` aside). The error names the first settings that differ
+      (``epochs (2 vs 3)``) and the ways out. ``overwrite``: None if the
+      command cannot replace what is there; False/True for commands with
+      ``--overwrite`` (True: the folder's settings are replaced). The folder
+      is then made and the marker written: ``settings``, or ``merge()`` (the
+      folder's settings joined with these) if it held some.
+    """
+    out = Path(out)
+    _check_place(out, "file" if file else "directory", "--out")
+    if marker is None:
+        return
+    held = _refuse_other_settings(out, marker, what, settings or {}, overwrite=overwrite, ignore=ignore)
+    out.mkdir(parents=True, exist_ok=True)
+    written = merge() if held and merge is not None else settings or {}
+    atomic_write_text(out / marker, json.dumps(written, indent=2, sort_keys=True) + "\n")
 
 
 def partial_path(out: Path) -> Path:
@@ -231,44 +271,24 @@ def claimed_by(out: Path, marker: str, what: str) -> bool:
     return True
 
 
-def _flat(settings: dict, prefix: str = "") -> dict:
-    """``{"base": {"epochs": 2}}`` → ``{"base.epochs": 2}``, so that a difference names the setting itself."""
-    flat = {}
-    for key, value in settings.items():
-        if isinstance(value, dict) and value:
-            flat.update(_flat(value, f"{prefix}{key}."))
-        else:
-            flat[f"{prefix}{key}"] = value
-    return flat
-
-
-def refuse_other_settings(
-    out: Path, marker: str, what: str, settings: dict, *, overwrite: bool | None = None, ignore: Iterable[str] = ()
-) -> None:
-    """Raise :class:`RunDirError` unless ``out`` is free or its ``marker`` JSON holds exactly ``settings``
-    (the top-level keys in ``ignore`` aside).
-
-    The one "is this folder mine?" check of sweeps, comparisons and the Brax
-    comparison. The error names the first settings that differ
-    (``epochs (2 vs 3)``) and the ways out. ``overwrite``: None if the command
-    cannot replace what is there; False/True for commands with ``--overwrite``
-    (True: the folder's settings are to be replaced, nothing is raised).
-    """
-    out = Path(out)
+def _refuse_other_settings(
+    out: Path, marker: str, what: str, settings: dict, *, overwrite: bool | None, ignore: Iterable[str]
+) -> bool:
+    """Raise :class:`RunDirError` unless ``out`` is free or its ``marker`` JSON holds ``settings`` (see
+    :func:`claim_output`); returns whether ``out`` held the marker."""
     if not claimed_by(out, marker, what):
-        return
+        return False
     try:
         old = json.loads((out / marker).read_text(encoding="utf-8"))
     except (json.JSONDecodeError, UnicodeDecodeError) as err:
         raise RunDirError(f"{out / marker} is not a valid {what} description ({err}); choose another --out") from None
     if not isinstance(old, dict):
         raise RunDirError(f"{out / marker} is not a valid {what} description; choose another --out")
-    ignore = set(ignore)
-    old, new = (_flat({k: v for k, v in d.items() if k not in ignore}) for d in (old, settings))
-    diffs = [f"{k} ({old.get(k)!r} vs {new.get(k)!r})" for k in sorted(set(old) | set(new)) if old.get(k) != new.get(k)]
+    diffs = validate.differences(old, settings, ignore=ignore)
     if diffs and not overwrite:
         fix = "pass --overwrite to replace it" if overwrite is not None else "run the same command as before to continue it"
         raise RunDirError(f"--out {out} holds a {what} with different settings: {'; '.join(diffs[:3])}; {fix}, or choose another --out")
+    return True
 
 
 def existing_run_state(out: Path, config: RunConfig, overwrite: bool) -> str:

@@ -5,11 +5,12 @@ from __future__ import annotations
 import dataclasses
 import io
 import json
+import logging
 import math
 import shutil
 import time
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import equinox as eqx
 import jax
@@ -24,6 +25,8 @@ from . import resume, rundir
 from .config import RunConfig
 
 __all__ = ["Setup", "build", "RunOutcome", "RunWriter", "fresh_state", "train_run", "load_run", "evaluate_run"]
+
+log = logging.getLogger(__name__)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -77,14 +80,17 @@ def train_run(
     *,
     overwrite: bool = False,
     progress: bool = True,
-    say: Callable[[str], None] = print,
+    announce: bool = True,
     checkpoint_every: int = resume.DEFAULT_EVERY,
 ) -> RunOutcome:
     """Train one run and write its directory.
 
     Every ``checkpoint_every`` epochs (0: never) the run's state is saved in
     its partial folder; the same call after a kill continues from there to
-    the same numbers (:mod:`stablebptt.runs.resume`).
+    the same numbers (:mod:`stablebptt.runs.resume`). ``progress``: a
+    progress bar (tqdm, on stderr). ``announce``: log (at INFO, to this
+    module's logger) whether the run starts, continues or is there already;
+    callers that report their own progress (sweeps, the Brax comparison) pass False.
 
     Raises :class:`rundir.RunDirError` if ``out`` holds something else and
     :class:`NonFiniteLossError` (after writing the run, status ``"diverged"``)
@@ -92,21 +98,22 @@ def train_run(
     """
     config = config.resolved()
     out = Path(out)
-    rundir.check_output_place(out)
+    rundir.claim_output(out)
     state = rundir.existing_run_state(out, config, overwrite)
     if state == "same":
         history, summary = rundir.read_metrics(out / rundir.METRICS), rundir.read_summary(out)
         if summary.get("status") == "diverged":  # the same numbers again: report it the same way
             raise NonFiniteLossError(summary["diverged_at_epoch"], history)
-        say(f"{out} already holds this finished run; nothing to do (pass --overwrite to train it again)")
+        if announce:
+            log.info("%s already holds this finished run; nothing to do (pass --overwrite to train it again)", out)
         return RunOutcome("skipped", out, history, summary)
 
     setup = build(config)
     writer = RunWriter(config, out, template=fresh_state(setup))
-    if writer.start is None:
-        say(f"training {config.task} with {config.method} (clip {config.clip}) into {out}")
-    else:
-        say(f"continuing {out} from its checkpoint after epoch {writer.start.epoch} of {config.epochs}")
+    if announce and writer.start is None:
+        log.info("training %s with %s (clip %s) into %s", config.task, config.method, config.clip, out)
+    elif announce:
+        log.info("continuing %s from its checkpoint after epoch %d of %d", out, writer.start.epoch, config.epochs)
     bar = tqdm(
         total=config.epochs, initial=writer.start.epoch if writer.start else 0,
         desc=f"{config.task} {config.method}", unit="epoch", disable=not progress, leave=True,

@@ -10,7 +10,10 @@ from ..runs import resume
 from .groups import train_group
 from .spec import Run
 
-__all__ = ["Backend", "LocalBackend", "make_backend"]
+__all__ = ["BACKENDS", "Backend", "LocalBackend", "make_backend"]
+
+BACKENDS = ("local", "ray")
+"""The names :func:`make_backend` takes."""
 
 
 class Backend(Protocol):
@@ -54,6 +57,6 @@ def make_backend(name: str, **options: Any) -> Backend:
         from .ray_backend import RayBackend
 
         return RayBackend(**options)
-    raise ValueError(f"unknown backend {name!r}; choose local or ray")
+    raise ValueError(f"unknown backend {name!r}; choose one of {', '.join(BACKENDS)}")
 
 

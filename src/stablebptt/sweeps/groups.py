@@ -90,7 +90,7 @@ def train_group(
         return
     for run in group:
         try:
-            train_run(run.config, out / run.path, overwrite=True, progress=False, say=lambda _: None, checkpoint_every=checkpoint_every)
+            train_run(run.config, out / run.path, overwrite=True, progress=False, announce=False, checkpoint_every=checkpoint_every)
         except NonFiniteLossError:
             pass  # recorded in the run directory as diverged
         on_epochs(run.config.epochs)

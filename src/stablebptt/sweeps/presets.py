@@ -5,6 +5,7 @@ from __future__ import annotations
 import dataclasses
 from typing import Any, Sequence
 
+from .. import validate
 from ..tasks import DIFFICULTY
 
 __all__ = ["Experiment", "EXPERIMENTS", "PRESETS", "parse_levels"]
@@ -54,9 +55,7 @@ def parse_levels(experiment: str, text: str | Sequence[Any]) -> tuple:
 
     Raises a one-line ValueError naming the experiment's levels.
     """
-    if experiment not in EXPERIMENTS:
-        raise ValueError(f"unknown experiment {experiment!r}; choose one of toy, {', '.join(EXPERIMENTS)}")
-    exp = EXPERIMENTS[experiment]
+    exp = EXPERIMENTS[validate.choice("experiment", experiment, EXPERIMENTS)]
     kind = type(exp.levels[0])
     items = [str(v).strip() for v in (text.split(",") if isinstance(text, str) else text)]
     items = [v for v in items if v]

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .. import plots
+from .. import plots, tables
 from ..atomic import atomic_write_text
 from ..runs import rundir
 from .presets import EXPERIMENTS
@@ -108,18 +108,17 @@ def table_markdown(spec: SweepSpec, rows: list[dict]) -> str:
         if lines:
             lines.append("")
         over = f"{n} seed(s)" if not spec.grids else f"{n} seeds where the cell names no other number"
+        cells = [
+            (exp.level_name(level), method, *(_cell(index.get((level, method, c)), which, n if spec.grids else None) for c in spec.clips))
+            for level in spec.levels
+            for method in spec.methods
+            if any(spec.holds(level, method, c) for c in spec.clips)
+        ]
         lines += [
             f"{title}, mean ± std over {over} ({spec.experiment}, preset {spec.preset})",
             "",
-            "| difficulty | method | " + " | ".join(f"clip {c}" for c in spec.clips) + " |",
-            "|---|---|" + "---|" * len(spec.clips),
+            tables.render(("difficulty", "method", *(f"clip {c}" for c in spec.clips)), cells),
         ]
-        for level in spec.levels:
-            for method in spec.methods:
-                if not any(spec.holds(level, method, c) for c in spec.clips):
-                    continue
-                cells = [_cell(index.get((level, method, c)), which, n if spec.grids else None) for c in spec.clips]
-                lines.append(f"| {exp.level_name(level)} | {method} | " + " | ".join(cells) + " |")
     return "\n".join(lines) + "\n"
 
 

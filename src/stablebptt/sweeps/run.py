@@ -29,8 +29,8 @@ backend.
 from __future__ import annotations
 
 import contextlib
+import logging
 from pathlib import Path
-from typing import Callable
 
 from tqdm.auto import tqdm
 
@@ -59,6 +59,8 @@ __all__ = [
     "parse_levels",
 ]
 
+log = logging.getLogger(__name__)
+
 
 def run_sweep(
     spec: SweepSpec,
@@ -66,7 +68,6 @@ def run_sweep(
     *,
     batched: bool = True,
     progress: bool = True,
-    say: Callable[[str], None] = print,
     backend: Backend | str = "local",
     group_by: str = "method",
 ) -> list[Run]:
@@ -76,7 +77,8 @@ def run_sweep(
     and method; ``"level"`` every run of one difficulty as one program (the
     numbers agree to float rounding; see :mod:`~.spec` for which is faster). ``batched=False`` trains the same runs
     one after another with :func:`stablebptt.runs.single.train_run` (for
-    comparison). ``backend``
+    comparison). ``progress``: a progress bar (tqdm, on stderr); the count of
+    finished runs is logged (INFO). ``backend``
     (a :class:`Backend` or its name, ``"local"`` or ``"ray"``) says where the
     groups train. Raises :class:`GroupsFailedError` after writing every
     group that finished if some could not be trained.
@@ -85,7 +87,6 @@ def run_sweep(
         backend = make_backend(backend)
     planned = spec.groups(group_by)
     out = Path(out)
-    rundir.check_output_place(out)
     claim_folder(spec, out)
 
     done = {run.path for run in finished_runs(spec, out)}
@@ -93,7 +94,7 @@ def run_sweep(
     todo = [group for group in todo if group]
     total = len(spec.grid())
     remaining = sum(len(g) for g in todo)
-    say(f"{spec.experiment} sweep ({spec.preset}): {total - remaining} of {total} runs finished, {remaining} to train")
+    log.info("%s sweep (%s): %d of %d runs finished, %d to train", spec.experiment, spec.preset, total - remaining, total, remaining)
     bar = tqdm(total=remaining * spec.epochs, unit="run-epoch", disable=not progress, desc=spec.experiment)
 
     def advance(group: list[Run], n: int) -> None:

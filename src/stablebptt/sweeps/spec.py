@@ -18,10 +18,11 @@ import json
 from pathlib import Path
 from typing import Any, NamedTuple
 
-from ..atomic import atomic_write_text
+from .. import validate
 from ..engine.flows import flow_from_name
 from ..engine.optim import CLIP_MODES
 from ..runs import rundir
+from ..runs.compare import METHODS
 from ..runs.config import RunConfig
 from .presets import EXPERIMENTS, PRESETS
 
@@ -53,7 +54,7 @@ class SweepSpec:
     n_train: int
     n_test: int
     levels: tuple
-    methods: tuple[str, ...] = ("R", "M", "C", "S")
+    methods: tuple[str, ...] = METHODS
     clips: tuple[str, ...] = CLIP_MODES
     task_options: dict = dataclasses.field(default_factory=dict)
     batch_size: int = 8
@@ -66,15 +67,12 @@ class SweepSpec:
     (:meth:`merge`); empty: the whole product of ``levels × methods × clips × seeds``."""
 
     def __post_init__(self):
-        if self.experiment not in EXPERIMENTS:
-            raise ValueError(f"unknown experiment {self.experiment!r}; choose one of toy, {', '.join(EXPERIMENTS)}")
-        if self.preset not in PRESETS:
-            raise ValueError(f"unknown preset {self.preset!r}; choose one of {', '.join(PRESETS)}")
+        validate.choice("experiment", self.experiment, EXPERIMENTS)
+        validate.choice("preset", self.preset, PRESETS)
         for name, values in (("seeds", self.seeds), ("levels", self.levels), ("methods", self.methods), ("clips", self.clips)):
             if len(values) == 0:
                 raise ValueError(f"a sweep needs at least one of {name}; use --seeds 1 or more")
-            if len(set(values)) != len(values):
-                raise ValueError(f"{name} {list(values)} names one value twice")
+            validate.distinct(name, values)
         for m in self.methods:
             flow_from_name(m)
         object.__setattr__(self, "seeds", tuple(self.seeds))
@@ -91,19 +89,13 @@ class SweepSpec:
     @classmethod
     def from_preset(cls, experiment: str, preset: str = "quick", *, epochs: int | None = None, seeds: int | None = None, **overrides: Any) -> "SweepSpec":
         """The grid of ``experiment`` with a preset's sizes; ``epochs``/``seeds`` (a count) override it."""
-        if experiment not in EXPERIMENTS:
-            raise ValueError(f"unknown experiment {experiment!r}; choose one of toy, {', '.join(EXPERIMENTS)}")
-        if preset not in PRESETS:
-            raise ValueError(f"unknown preset {preset!r}; choose one of {', '.join(PRESETS)}")
-        exp = EXPERIMENTS[experiment]
-        sizes = dict(exp.presets[preset])
+        exp = EXPERIMENTS[validate.choice("experiment", experiment, EXPERIMENTS)]
+        sizes = dict(exp.presets[validate.choice("preset", preset, PRESETS)])
         if epochs is not None:
             sizes["epochs"] = epochs
         if seeds is not None:
             sizes["seeds"] = seeds
-        count = sizes.pop("seeds")
-        if isinstance(count, bool) or not isinstance(count, int) or count < 1:
-            raise ValueError(f"seeds={count!r}; a sweep needs a positive number of seeds (--seeds 1 or more)")
+        count = validate.positive_int("seeds", sizes.pop("seeds"), expected="a positive number of seeds (--seeds 1 or more)")
         fields = dict(experiment=experiment, preset=preset, seeds=tuple(range(42, 42 + count)), levels=exp.levels, **sizes)
         fields.update(overrides)
         return cls(**fields)
@@ -166,8 +158,7 @@ class SweepSpec:
     def groups(self, by: str = "method") -> list[list[Run]]:
         """The runs that train as one compiled program each: those of one difficulty and method
         (``by="method"``) or every run of one difficulty (``by="level"``), in grid order."""
-        if by not in GROUPINGS:
-            raise ValueError(f"unknown grouping {by!r}; choose one of {', '.join(GROUPINGS)}")
+        validate.choice("grouping", by, GROUPINGS)
         out: dict[tuple, list[Run]] = {}
         for run in self.grid():
             out.setdefault((run.level,) if by == "level" else (run.level, run.method), []).append(run)
@@ -182,9 +173,7 @@ class SweepSpec:
 
     @classmethod
     def from_dict(cls, data: dict) -> "SweepSpec":
-        known = {f.name for f in dataclasses.fields(cls)}
-        if set(data) - known:
-            raise ValueError(f"sweep settings have unknown keys {sorted(set(data) - known)}")
+        validate.known_settings("sweep", data, (f.name for f in dataclasses.fields(cls)))
         data = dict(data)
         for key in GRID_AXES:
             data[key] = tuple(data[key])
@@ -224,11 +213,11 @@ def claim_folder(spec: SweepSpec, out: Path) -> SweepSpec:
     sweep of another protocol (e.g. other epochs), and leaves it untouched.
     """
     out = Path(out)
-    rundir.refuse_other_settings(out, SWEEP_CONFIG, "sweep", spec.to_dict(), ignore=(*GRID_AXES, "grids"))
-    held = read_sweep(out).merge(spec) if (out / SWEEP_CONFIG).is_file() else spec
-    out.mkdir(parents=True, exist_ok=True)
-    atomic_write_text(out / SWEEP_CONFIG, json.dumps(held.to_dict(), indent=2, sort_keys=True) + "\n")
-    return held
+    rundir.claim_output(
+        out, marker=SWEEP_CONFIG, what="sweep", settings=spec.to_dict(), ignore=(*GRID_AXES, "grids"),
+        merge=lambda: read_sweep(out).merge(spec).to_dict(),
+    )  # fmt: skip
+    return read_sweep(out)
 
 
 def group_name(group: list[Run]) -> str:

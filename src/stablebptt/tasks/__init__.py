@@ -11,9 +11,10 @@ import dataclasses
 from typing import Any
 
 from . import brax_env, cartpole, linear, quantum, repulsion
-from .base import Task, check_shape
+from .. import validate
+from .base import Task, TaskConfig, check_shape
 
-__all__ = ["Task", "check_shape", "DIFFICULTY", "TASKS", "task_config", "make_task", "cartpole", "repulsion", "quantum", "brax_env", "linear"]
+__all__ = ["Task", "TaskConfig", "check_shape", "DIFFICULTY", "TASKS", "task_config", "make_task", "cartpole", "repulsion", "quantum", "brax_env", "linear"]
 
 DIFFICULTY: dict[str, str] = {"cartpole": "n_poles", "repulsion": "rc", "quantum": "target", "brax": "env", "linear": "control_cost"}
 """The configuration field that is each task's difficulty knob."""
@@ -28,12 +29,10 @@ TASKS: dict[str, tuple[type, Any]] = {
 
 
 def _lookup(name: str):
-    if name not in TASKS:
-        raise ValueError(f"unknown task {name!r}; choose one of {', '.join(TASKS)}")
-    return TASKS[name]
+    return TASKS[validate.choice("task", name, TASKS)]
 
 
-def task_config(name: str, **options: Any) -> Any:
+def task_config(name: str, **options: Any) -> TaskConfig:
     """The frozen configuration of task ``name`` with ``options`` overriding its defaults."""
     config_cls, _ = _lookup(name)
     known = {f.name for f in dataclasses.fields(config_cls)}

@@ -4,14 +4,14 @@ from __future__ import annotations
 
 import dataclasses
 import functools
-import math
 from typing import Any, Callable
 
 import jax
 
+from .. import validate
 from ..engine.problem import ControlProblem
 
-__all__ = ["Task", "bind_task", "check_config", "check_shape"]
+__all__ = ["Task", "TaskConfig", "bind_task", "check_config", "check_shape"]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -66,6 +66,19 @@ def check_shape(what: str, array: Any, expected: tuple, layout: str) -> None:
         raise ValueError(f"{what} has shape {shape}; expected {want} = {layout}")
 
 
+class TaskConfig:
+    """Base of every task's frozen configuration dataclass.
+
+    :meth:`check_trainable` holds the task's own rules for a run that trains
+    from the task's initial states (:class:`~stablebptt.runs.config.RunConfig`
+    calls it for every run, whatever the task); the configuration itself
+    checks its fields in ``__post_init__`` (:func:`check_config`).
+    """
+
+    def check_trainable(self) -> None:
+        """One-line ValueError if a run cannot learn from this task's own initial states; nothing by default."""
+
+
 def check_config(
     task: str,
     config: Any,
@@ -75,17 +88,12 @@ def check_config(
     finite: tuple[str, ...] = (),
     flags: dict[str, str] | None = None,
 ) -> None:
-    """One-line ValueErrors for fields that must be positive integers, positive or finite numbers.
+    """One-line ValueErrors (:mod:`stablebptt.validate`) for fields that must be positive integers, positive or finite numbers.
 
     ``flags`` names fields as the command line spells them (``n_poles`` → ``poles``).
     """
     flags = flags or {}
     for name in positive_ints:
-        v = getattr(config, name)
-        if isinstance(v, bool) or not isinstance(v, int) or v < 1:
-            raise ValueError(f"{task}: {flags.get(name, name)}={v!r}; expected a positive integer")
+        validate.positive_int(f"{task}: {flags.get(name, name)}", getattr(config, name))
     for name in positive + finite:
-        v = getattr(config, name)
-        if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v) or (name in positive and v <= 0):
-            kind = "a positive number" if name in positive else "a finite number"
-            raise ValueError(f"{task}: {flags.get(name, name)}={v!r}; expected {kind}")
+        validate.number(f"{task}: {flags.get(name, name)}", getattr(config, name), positive=name in positive)

@@ -13,15 +13,16 @@ import dataclasses
 
 import jax
 
+from .. import validate
 from ..engine.networks import DenseNet
 from ..simulators import brax as brax_sim
-from .base import Task, check_config
+from .base import Task, TaskConfig, check_config
 
 __all__ = ["BraxConfig", "make_policy", "make_task"]
 
 
 @dataclasses.dataclass(frozen=True)
-class BraxConfig:
+class BraxConfig(TaskConfig):
     """A Brax environment and its horizon.
 
     ``env``: a name of ``brax.envs`` (``inverted_double_pendulum``, ``reacher``, ...).
@@ -39,8 +40,7 @@ class BraxConfig:
 
     def __post_init__(self):
         check_config("brax", self, positive_ints=("n_steps", "width", "depth"), flags={"n_steps": "steps"})
-        if not isinstance(self.env, str) or self.env not in brax_sim.env_names():
-            raise ValueError(f"unknown Brax environment {self.env!r}; choose one of {', '.join(brax_sim.env_names())}")
+        validate.choice("Brax environment", self.env, brax_sim.env_names())
         if self.backend not in brax_sim.BACKENDS:
             raise ValueError(f"Brax backend {self.backend!r} cannot be differentiated here; choose one of {', '.join(brax_sim.BACKENDS)}")
         brax_sim.check_loss(self.env, self.loss)

@@ -13,13 +13,13 @@ import jax
 import jax.numpy as jnp
 
 from ..engine.networks import DenseNet
-from .base import Task, bind_task, check_config, check_shape
+from .base import Task, TaskConfig, bind_task, check_config, check_shape
 
 __all__ = ["CartPoleConfig", "step", "loss", "sample_initial_states", "make_policy", "make_task"]
 
 
 @dataclasses.dataclass(frozen=True)
-class CartPoleConfig:
+class CartPoleConfig(TaskConfig):
     """Constants of the cart-pole task (SI units).
 
     ``total_mass`` is the mass ``M`` of the equations, fixed at 1.1 for any

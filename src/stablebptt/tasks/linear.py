@@ -21,13 +21,14 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from .base import Task, bind_task, check_config, check_shape
+from .. import validate
+from .base import Task, TaskConfig, bind_task, check_config, check_shape
 
 __all__ = ["LinearConfig", "LinearFeedback", "matrices", "deadbeat_gain", "step", "loss", "control_loss", "sample_initial_states", "make_policy", "make_task"]
 
 
 @dataclasses.dataclass(frozen=True)
-class LinearConfig:
+class LinearConfig(TaskConfig):
     """The double integrator's time step ``dt`` [s], horizon ``n_steps`` and control cost ``ρ`` (≥ 0)."""
 
     control_cost: float = 0.0
@@ -36,8 +37,7 @@ class LinearConfig:
 
     def __post_init__(self):
         check_config("linear", self, positive_ints=("n_steps",), positive=("dt",), finite=("control_cost",), flags={"n_steps": "steps"})
-        if self.control_cost < 0:
-            raise ValueError(f"linear: control_cost={self.control_cost!r}; expected a number >= 0")
+        validate.number("linear: control_cost", self.control_cost, low=0)
 
 
 def matrices(config: LinearConfig) -> tuple[np.ndarray, np.ndarray]:

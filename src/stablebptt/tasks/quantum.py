@@ -21,8 +21,9 @@ import jax.numpy as jnp
 import numpy as np
 from jax.lax.linalg import tridiagonal_solve
 
+from .. import validate
 from ..engine.networks import Conv, Dense, glorot_uniform
-from .base import Task, bind_task, check_config, check_shape
+from .base import Task, TaskConfig, bind_task, check_config, check_shape
 
 __all__ = [
     "QuantumConfig",
@@ -39,7 +40,7 @@ __all__ = [
 
 
 @dataclasses.dataclass(frozen=True)
-class QuantumConfig:
+class QuantumConfig(TaskConfig):
     """Constants of the quantum-control task.
 
     ``target``: the eigenstate ``k ≥ 1`` to reach (1 = ground state; at most
@@ -57,12 +58,15 @@ class QuantumConfig:
         check_config("quantum", self, positive_ints=("n_points", "n_steps"), positive=("length", "horizon"))
         if self.n_points < 7:
             raise ValueError(f"quantum: n_points={self.n_points}; the controller's convolutions need at least 7 grid points")
-        t = self.target
-        if isinstance(t, bool) or not isinstance(t, int) or not 1 <= t <= self.n_points:
-            raise ValueError(
-                f"quantum: target={t!r}; expected an eigenstate 1..{self.n_points} "
-                f"(1 is the ground state; a {self.n_points}-point grid resolves {self.n_points} states)"
-            )
+        n = self.n_points
+        validate.integer(
+            "quantum: target", self.target, low=1, high=n,
+            expected=f"an eigenstate 1..{n} (1 is the ground state; a {n}-point grid resolves {n} states)",
+        )  # fmt: skip
+
+    def check_trainable(self) -> None:
+        """A run trains from :func:`sample_initial_states`, from which targets above 5 cannot be learned (:func:`check_learnable`)."""
+        check_learnable(self.target)
 
     @property
     def dx(self) -> float:
@@ -160,8 +164,9 @@ def check_learnable(target: int) -> None:
     sample, 128 steps) and the first update's norm is 4e-8 at target 6 and
     falls below 1e-9 further up (5e-6 at target 5), so nothing would be learned.
     A :class:`~stablebptt.runs.config.RunConfig` (every CLI run, compare and
-    sweep) trains from those states and refuses such targets; the task itself
-    accepts them for initial states of your own.
+    sweep) trains from those states and refuses such targets
+    (:meth:`QuantumConfig.check_trainable`); the task itself accepts them for
+    initial states of your own.
     """
     if isinstance(target, int) and target >= LEARNABLE_TARGETS.stop:
         raise ValueError(

@@ -14,14 +14,15 @@ import dataclasses
 import jax
 import jax.numpy as jnp
 
+from .. import validate
 from ..engine.networks import DenseNet
-from .base import Task, bind_task, check_config, check_shape
+from .base import Task, TaskConfig, bind_task, check_config, check_shape
 
 __all__ = ["RepulsionConfig", "step", "step_loss", "sample_initial_states", "make_policy", "make_task"]
 
 
 @dataclasses.dataclass(frozen=True)
-class RepulsionConfig:
+class RepulsionConfig(TaskConfig):
     """Constants of guidance by repulsion.
 
     ``rc`` weighs the control regularizer ``rc · mean(c²)`` (the paper uses 1,
@@ -53,8 +54,7 @@ class RepulsionConfig:
             finite=("rc", "driver_spread", "driver_friction", "evader_flee", "evader_pair", "evader_friction", "pair_range"),
             flags={"n_drivers": "drivers", "n_evaders": "evaders"},
         )
-        if self.rc < 0:
-            raise ValueError(f"repulsion: rc={self.rc!r}; expected rc >= 0 (the paper uses 1, 0.1, 0.01, 0.001)")
+        validate.number("repulsion: rc", self.rc, low=0, expected="rc >= 0 (the paper uses 1, 0.1, 0.01, 0.001)")
 
     @property
     def dt(self) -> float:

@@ -7,6 +7,7 @@ from pathlib import Path
 import jax
 import numpy as np
 
+from .. import validate
 from ..plots.animations import write_gif
 from ..engine.rollouts import rollout
 from ..runs import rundir
@@ -23,15 +24,13 @@ def animate_run(run_dir: Path, out: Path | None = None, *, sample: int = 0, fps:
     Default path: ``run_dir/animation.gif``.
     """
     path = Path(out) if out is not None else Path(run_dir) / ANIMATION
-    rundir.check_output_place(path, "file")
+    rundir.claim_output(path, file=True)
     if path.is_file() and path.read_bytes()[:4] != b"GIF8":
         raise rundir.RunDirError(f"--out {path} exists and is not a GIF; choose another --out (an existing GIF is replaced)")
     setup, policy, _ = load_run(run_dir)
     n_test = int(jax.tree.leaves(setup.test_x)[0].shape[0])
-    if isinstance(sample, bool) or not isinstance(sample, int) or not 0 <= sample < n_test:
-        raise ValueError(f"sample {sample!r} is not a test state of this run; choose 0..{n_test - 1}")
-    if not (isinstance(fps, int) and fps > 0):
-        raise ValueError(f"fps {fps!r} must be a positive integer")
+    validate.integer("sample", sample, low=0, high=n_test - 1, expected=f"a test state of this run, 0..{n_test - 1}")
+    validate.positive_int("fps", fps)
     x0 = jax.tree.map(lambda a: a[sample : sample + 1], setup.test_x)
     problem = setup.task.problem
     states = np.asarray(rollout(policy, problem.step, x0, problem.n_steps).states)[:, 0]

@@ -12,6 +12,7 @@ FLOPs come from :mod:`stablebptt.tools.flops`.
 
 from __future__ import annotations
 
+import logging
 import math
 import statistics
 import time
@@ -21,6 +22,7 @@ from typing import Any
 import jax
 import jax.numpy as jnp
 
+from .. import tables, validate
 from .flops import program_flops
 from ..engine.flows import FLOW_NAMES
 from ..tasks import DIFFICULTY, TASKS
@@ -35,6 +37,9 @@ __all__ = [
     "parse_names",
     "run_bench",
 ]
+
+log = logging.getLogger(__name__)
+
 
 # --- matmul peak -------------------------------------------------------------
 def _default_matmul_size(platform: str) -> int:
@@ -77,15 +82,7 @@ def parse_names(text: str | Sequence[str], kind: str) -> list[str]:
     Raises a one-line ValueError naming the valid choices.
     """
     valid = tuple(TASKS) if kind == "task" else FLOW_NAMES
-    items = text.split(",") if isinstance(text, str) else list(text)
-    names = [str(n).strip() for n in items if str(n).strip()]
-    names = [n.upper() for n in names] if kind == "method" else names
-    if not names:
-        raise ValueError(f"no {kind} given; choose from {', '.join(valid)}")
-    for name in names:
-        if name not in valid:
-            raise ValueError(f"unknown {kind} {name!r}; choose from {', '.join(valid)}")
-    return list(dict.fromkeys(names))
+    return list(dict.fromkeys(validate.names(text, kind, valid, upper=kind == "method")))
 
 
 def _time_epochs(program: EpochProgram, epochs: int) -> list[float]:
@@ -122,7 +119,6 @@ def run_bench(
     runs: int = 1,
     remat: bool | int = 0,
     peak: dict | None = None,
-    say: Callable[[str], None] | None = None,
 ) -> list[dict]:
     """Time one epoch of every task × method; one dict per pair.
 
@@ -137,7 +133,8 @@ def run_bench(
             them; updates/s and GFLOP/s count every run's work.
         remat: the runs' ``remat`` setting (:class:`~stablebptt.runs.config.RunConfig`).
         peak: a :func:`matmul_peak` result to compare with; measured here if None.
-        say: called with a line of progress after each pair.
+
+    A line of progress is logged (INFO) after each pair.
 
     Returns:
         Rows with ``task, difficulty, n_steps, method, runs, updates_per_epoch,
@@ -147,9 +144,8 @@ def run_bench(
         ``dtype``, ``jax_version``, ``n_train``, ``batch_size``, ``epochs`` and
         ``peak_size`` of the measurement.
     """
-    for name, value in (("epochs", epochs), ("runs", runs)):
-        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-            raise ValueError(f"{name}={value!r}; expected a positive integer")
+    validate.positive_int("epochs", epochs)
+    validate.positive_int("runs", runs)
     tasks, methods = parse_names(tasks, "task"), parse_names(methods, "method")
     task_options = task_options or {}
     settings = dict(dtype=dtype, n_train=n_train, batch_size=batch_size, remat=remat)
@@ -189,10 +185,7 @@ def run_bench(
             "peak_size": peak["size"],
         }
         rows.append(row)
-        if say is not None:
-            say(
-                f"{config.task} {config.method}: {seconds:.4g} s/epoch, {row['gflops_per_second']:.3g} GFLOP/s"
-            )
+        log.info("%s %s: %.4g s/epoch, %.3g GFLOP/s", config.task, config.method, seconds, row["gflops_per_second"])
     return rows
 
 
@@ -219,13 +212,14 @@ def format_bench_table(rows: Sequence[dict]) -> str:
         + f"{first['updates_per_epoch']} updates per epoch and run; median of {epochs} after one warm-up epoch; "
         + "runs: trained together as one vmapped program",
         "",
-        "| task | difficulty | steps | method | runs | s/epoch | updates/s | GFLOP/epoch | GFLOP/s | % of peak |",
-        "|---|---|---:|---|---:|---:|---:|---:|---:|---:|",
     ]
-    for r in rows:
-        lines.append(
-            f"| {r['task']} | {r['difficulty']} | {r['n_steps']} | {r['method']} | {r['runs']} | {_num(r['seconds_per_epoch'])} "
-            f"| {_num(r['updates_per_second'])} | {_num(r['flops_per_epoch'] / 1e9)} | {_num(r['gflops_per_second'])} "
-            f"| {_num(100 * r['peak_fraction'])} |"
-        )
-    return "\n".join(lines) + "\n"
+    table = tables.render(
+        ("task", "difficulty", "steps", "method", "runs", "s/epoch", "updates/s", "GFLOP/epoch", "GFLOP/s", "% of peak"),
+        (
+            (r["task"], r["difficulty"], r["n_steps"], r["method"], r["runs"], _num(r["seconds_per_epoch"]), _num(r["updates_per_second"]),
+             _num(r["flops_per_epoch"] / 1e9), _num(r["gflops_per_second"]), _num(100 * r["peak_fraction"]))
+            for r in rows
+        ),
+        right=(2, 4, 5, 6, 7, 8, 9),
+    )  # fmt: skip
+    return "\n".join([*lines, table]) + "\n"
