@@ -33,7 +33,6 @@ def train(**kw):
 CASES = {
     "flow None": (lambda: sb.value_and_update(None, NET, PROBLEM, X), TypeError, "flow=None; expected a flow object"),
     "flow as a name": (lambda: train(flow="C"), TypeError, "stablebptt.flow_from_name('C')"),
-    "C in rollout": (lambda: sb.rollout(NET, step, X, 3, flow=sb.C()), ValueError, "needs a single-pass flow"),
     "optimizer None": (lambda: train(optimizer=None), TypeError, "optimizer=None; expected an optax.GradientTransformation"),
     "final_loss a vector": (
         lambda: sb.value_and_update(sb.R(), NET, sb.ControlProblem(step, 3, final_loss=lambda x: x), X),
