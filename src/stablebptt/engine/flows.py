@@ -180,9 +180,9 @@ class AbstractFlow(eqx.Module):
     def combine(self, grads: Any) -> Any:
         """The update from the stacked gradients (leading axis ``n_passes``): lane 0, or, where the flow
         is ``combined``, lane 0's components whose sign agrees with lane 1's (:func:`combine_by_sign`)."""
-        if self.n_passes == 1:
-            return lane(grads, 0)
         first = lane(grads, 0)
+        if self.n_passes < 2:
+            return first
         return jax.tree.map(lambda c, a: jnp.where(self.combined, c, a), combine_by_sign(first, lane(grads, 1)), first)
 
     def schedule(self, n_steps: int, lanes: int | None = None) -> "Schedule":
@@ -342,6 +342,13 @@ class Truncated(_AbstractSinglePass):
         return net * keep.astype(net.dtype), sim * keep.astype(sim.dtype)
 
 
+def _concatenate(*gates: Any) -> Any:
+    """Lanes of gates joined: on the host when every part is a NumPy array (the program then holds one
+    constant), else as a JAX operation."""
+    xp = np if all(isinstance(g, np.ndarray) for g in gates) else jnp
+    return xp.concatenate(gates)
+
+
 class Combined(AbstractFlow):
     """C: the combined update of the paper.
 
@@ -373,7 +380,7 @@ class Combined(AbstractFlow):
     def gate_schedule(self, n_steps: int) -> tuple[Any, Any]:
         pn, ps = self.primary.gate_schedule(n_steps)
         rn, rs = self.reference.gate_schedule(n_steps)
-        return jnp.concatenate([pn, rn]), jnp.concatenate([ps, rs])
+        return _concatenate(pn, rn), _concatenate(ps, rs)
 
 
 class Schedule(AbstractFlow):
