@@ -275,7 +275,7 @@ def compile_epoch(
         params, opt_state, stats = jax.lax.cond(update, train, keep, params, opt_state)
         return params, opt_state, stats, losses(params, sets)
 
-    update, keep = replicate((jnp.asarray(True), jnp.asarray(False)), mesh)
+    update, keep = replicate(jax.device_put((np.asarray(True), np.asarray(False))), mesh)
     args = (params, opt_state, batches, flow_arg, sets)
     lowered = jax.jit(program).lower(*args, update)
     compiled = lowered.compile()
