@@ -414,6 +414,7 @@ def _enable_x64_for(run_dir: Path) -> None:
 
 
 def _train_or_compare(args) -> int:
+    from .runs.lock import hold
     from .engine.precision import set_float64
     from .runs.compare import compare, format_table
     from .runs.single import train_run
@@ -439,7 +440,8 @@ def _train_or_compare(args) -> int:
     if args.command == "train":
         out = args.out or _default_out(config)
         try:
-            outcome = train_run(config, out, overwrite=args.overwrite, progress=not args.quiet, **_checkpoint_every(args))
+            with hold(out):  # the default folder too (re-entrant when --out was given)
+                outcome = train_run(config, out, overwrite=args.overwrite, progress=not args.quiet, **_checkpoint_every(args))
         except NonFiniteLossError as err:
             print(f"stablebptt: error: {err} (metrics of the epochs so far are in {out / 'metrics.csv'})", file=sys.stderr)
             return EXIT_DIVERGED
@@ -641,12 +643,18 @@ def _messages_to(stream: str):
         logger.setLevel(level)
 
 
+WRITERS = ("train", "compare", "reproduce", "animate", "bench")  # commands whose --out one process at a time may write
+
+
 def _run(args) -> int:
+    from .runs.lock import hold
+
     if getattr(args, "x64", False):
         from .engine.precision import set_float64
 
         set_float64()
-    with _messages_to(getattr(args, "messages", "stdout")):
+    out = getattr(args, "out", None) if args.command in WRITERS else None
+    with _messages_to(getattr(args, "messages", "stdout")), hold(out) if out is not None else contextlib.nullcontext():
         return args.run(args)
 
 
@@ -664,13 +672,14 @@ def _main(argv: Sequence[str] | None) -> int:
         args = build_parser().parse_args(argv)
     except SystemExit as exit_:  # --help, or a usage error already printed
         return int(exit_.code or 0)
+    from .runs.lock import FolderLockedError
     from .runs.rundir import RunDirError
     from .simulators import MissingExtraError
 
     _use_compile_cache(args.no_compile_cache)
     try:
         return _run(args)
-    except (ValueError, RunDirError, FileNotFoundError, MissingExtraError) as err:
+    except (ValueError, RunDirError, FileNotFoundError, MissingExtraError, FolderLockedError) as err:
         print(f"stablebptt: error: {err}", file=sys.stderr)
         return EXIT_BAD_INPUT
     except OSError as err:  # the file system refused (permissions, a full disk, a file where a folder was expected)
