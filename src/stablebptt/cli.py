@@ -213,33 +213,58 @@ def _add_config_options(p: argparse.ArgumentParser, what: str) -> None:
 
 
 # --- the commands: one function each adds its parser, one runs it (``args.run``) --------------------------------
-def _add_train(commands) -> None:
-    train = commands.add_parser("train", help="train one controller", usage="stablebptt train [-h] (TASK [options] | --config FILE [--out DIR] [--quiet] [--overwrite])")
+COMMANDS: dict[str, tuple[dict, Callable[[argparse.ArgumentParser], None]]] = {}
+"""The subcommands in the order ``--help`` lists them: the parser's settings and the function that adds its options
+(and sets ``run``, the function that runs it). A command's options are added only when it is chosen, so that
+``stablebptt --help`` and ``--version`` answer without importing JAX."""
+
+
+def _command(name: str, **parser_settings):
+    def register(add: Callable[[argparse.ArgumentParser], None]) -> Callable[[argparse.ArgumentParser], None]:
+        COMMANDS[name] = (parser_settings, add)
+        return add
+
+    return register
+
+
+class _Commands(argparse._SubParsersAction):
+    """Subcommands whose options are added when one is chosen (its help too), not when the parser is built."""
+
+    def __call__(self, parser, namespace, values, option_string=None):
+        chosen = self._name_parser_map.get(values[0])
+        if chosen is not None and not getattr(chosen, "options_added", False):
+            COMMANDS[values[0]][1](chosen)
+            chosen.options_added = True
+        super().__call__(parser, namespace, values, option_string)
+
+
+@_command("train", help="train one controller", usage="stablebptt train [-h] (TASK [options] | --config FILE [--out DIR] [--quiet] [--overwrite])")
+def _add_train(train: argparse.ArgumentParser) -> None:
     _add_config_options(train, "a recorded run: its config.json (or its folder), every setting as recorded")
     tasks = train.add_subparsers(dest="task", required=False, parser_class=_Parser, metavar="TASK", prog="stablebptt train")  # not its usage line
     _add_task_parsers(tasks, "train", with_method=True, out_required=False)
     train.set_defaults(run=_train_or_compare)
 
 
-def _add_compare(commands) -> None:
-    compare = commands.add_parser("compare", help="train R, M, C and S on the same data and initial weights", usage="stablebptt compare [-h] (TASK --out DIR [options] | --config FILE --out DIR [--quiet] [--overwrite])")
+@_command("compare", help="train R, M, C and S on the same data and initial weights", usage="stablebptt compare [-h] (TASK --out DIR [options] | --config FILE --out DIR [--quiet] [--overwrite])")
+def _add_compare(compare: argparse.ArgumentParser) -> None:
     _add_config_options(compare, "a recorded comparison's compare.json (or its folder), or one run's config.json (then R, M, C, S)")
     tasks = compare.add_subparsers(dest="task", required=False, parser_class=_Parser, metavar="TASK", prog="stablebptt compare")  # not its usage line
     _add_task_parsers(tasks, "compare", with_method=False, out_required=True)
     compare.set_defaults(run=_train_or_compare)
 
 
-def _add_evaluate(commands) -> None:
-    evaluate = commands.add_parser("evaluate", help="reload a trained controller and print its test loss")
+@_command("evaluate", help="reload a trained controller and print its test loss")
+def _add_evaluate(evaluate: argparse.ArgumentParser) -> None:
     evaluate.add_argument("run_dir", type=Path, metavar="DIR", help="the --out of a finished 'stablebptt train'")
     evaluate.set_defaults(run=_evaluate)
 
 
-def _add_reproduce(commands) -> None:
+@_command("reproduce", help="reproduce a figure of the paper: the toy examples or an experiment's whole sweep")
+def _add_reproduce(reproduce: argparse.ArgumentParser) -> None:
     """``reproduce EXPERIMENT``: one subcommand per experiment of :data:`stablebptt.paper.registry.REPRODUCIBLE`, each with its own options."""
     from .paper.registry import REPRODUCIBLE, SWEEPS
 
-    reproduce = commands.add_parser("reproduce", help="reproduce a figure of the paper: the toy examples or an experiment's whole sweep")
     experiments = reproduce.add_subparsers(dest="experiment", required=True, parser_class=_Parser, metavar="EXPERIMENT")
     for name, what in REPRODUCIBLE.items():
         p = experiments.add_parser(name, help=what, description=f"Reproduce {what}.")
@@ -295,19 +320,16 @@ def _add_brax_options(p: argparse.ArgumentParser, name: str) -> None:
     _add_quiet_option(p)
 
 
-def _add_report(commands) -> None:
-    report = commands.add_parser(
-        "report", help="rewrite a reproduce folder's table and figure from the runs it holds, training nothing; "
-        "on a folder of such folders (results/), every one of them, then the claims table and the verdicts"
-    )  # fmt: skip
+@_command("report", help="rewrite a reproduce folder's table and figure from the runs it holds, training nothing; on a folder of such folders (results/), every one of them, then the claims table and the verdicts")
+def _add_report(report: argparse.ArgumentParser) -> None:
     report.add_argument("out", type=Path, metavar="DIR", help="the --out of 'stablebptt reproduce cartpole|repulsion|quantum|brax', or a folder of them")
     report.add_argument("--readme", type=Path, metavar="FILE", action="append", default=[],
                         help="with a folder of results: also rewrite the generated blocks of FILE (may be repeated)")  # fmt: skip
     report.set_defaults(run=_report)
 
 
-def _add_animate(commands) -> None:
-    animate = commands.add_parser("animate", help="animate a trained controller (GIF)")
+@_command("animate", help="animate a trained controller (GIF)")
+def _add_animate(animate: argparse.ArgumentParser) -> None:
     animate.add_argument("run_dir", type=Path, metavar="DIR", help="a finished run directory")
     animate.add_argument("--out", type=Path, metavar="FILE", default=None, help="GIF to write (default DIR/animation.gif)")
     animate.add_argument("--sample", type=int, metavar="I", default=0, help="which test state to start from (default 0)")
@@ -315,14 +337,14 @@ def _add_animate(commands) -> None:
     animate.set_defaults(run=_animate)
 
 
-def _add_bench(commands) -> None:
+@_command("bench", help="seconds per epoch, updates/s and GFLOP/s of every task and method at the paper's settings")
+def _add_bench(bench: argparse.ArgumentParser) -> None:
     from .engine.flows import FLOW_NAMES
     from .runs.compare import METHODS
     from .sweeps.presets import EXPERIMENTS
     from .tasks import TASKS
 
     paper_tasks = [exp.task for exp in EXPERIMENTS.values()]
-    bench = commands.add_parser("bench", help="seconds per epoch, updates/s and GFLOP/s of every task and method at the paper's settings")
     bench.add_argument("--tasks", type=_names("task", TASKS), metavar="LIST", default=paper_tasks, help=f"comma-separated tasks (default {','.join(paper_tasks)})")
     bench.add_argument("--methods", type=_names("method", FLOW_NAMES, upper=True), metavar="LIST", default=list(METHODS), help=f"comma-separated methods (default {','.join(METHODS)})")
     bench.add_argument("--epochs", type=_positive_int, metavar="K", default=3, help="timed epochs after one warm-up; the median is reported (default 3)")
@@ -332,11 +354,10 @@ def _add_bench(commands) -> None:
     bench.set_defaults(run=_bench, messages="stderr")  # stdout holds the table
 
 
-COMMANDS = (_add_train, _add_compare, _add_evaluate, _add_reproduce, _add_report, _add_animate, _add_bench)
-"""The subcommands in the order ``--help`` lists them: each function adds one and sets ``run``, the function that runs it."""
 
 
-def build_parser() -> argparse.ArgumentParser:
+def build_parser(*, complete: bool = False) -> argparse.ArgumentParser:
+    """The command line; a command's options are added when it is chosen (``complete``: all of them now)."""
     parser = _Parser(prog="stablebptt", description="Train neural controllers through differentiable physics with stabilized BPTT.")
     from . import __version__
 
@@ -346,9 +367,13 @@ def build_parser() -> argparse.ArgumentParser:
         help=f"do not keep compiled programs on disk (default: kept in {_cache_folder()}, or ${CACHE_ENV}; "
         "a second run of the same command then starts without compiling)",
     )  # fmt: skip
-    commands = parser.add_subparsers(dest="command", required=True, parser_class=_Parser, metavar="COMMAND")
-    for add in COMMANDS:
-        add(commands)
+    parser.register("action", "commands", _Commands)
+    commands = parser.add_subparsers(dest="command", required=True, parser_class=_Parser, metavar="COMMAND", action="commands")
+    for name, (settings, add) in COMMANDS.items():
+        command = commands.add_parser(name, **settings)
+        if complete:
+            add(command)
+            command.options_added = True
     return parser
 
 

@@ -3,6 +3,10 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
+import io
+import subprocess
+import sys
 import re
 from pathlib import Path
 
@@ -30,7 +34,7 @@ def options(parser: argparse.ArgumentParser) -> dict[str, argparse.Action]:
     return {flag: a for a in parser._actions for flag in a.option_strings if flag.startswith("--") and flag != "--help"}
 
 
-PARSER = build_parser()
+PARSER = build_parser(complete=True)  # every command's options, as when each is chosen
 COMMANDS = subcommands(PARSER)
 EXPERIMENTS = subcommands(COMMANDS["reproduce"])
 
@@ -95,3 +99,26 @@ def test_the_documented_reproduce_commands_parse_to_their_meaning():
     for line in documented:
         args = PARSER.parse_args(line.split())
         assert args.out == Path(line.split("--out ")[1].split()[0]) and args.experiment == line.split()[1]
+
+
+def test_help_and_version_answer_without_importing_jax():
+    code = (
+        "import sys, contextlib, io\n"
+        "from stablebptt.cli import main\n"
+        "for argv in (['--help'], ['--version'], []):\n"
+        "    with contextlib.redirect_stdout(io.StringIO()) as out, contextlib.redirect_stderr(io.StringIO()) as err:\n"
+        "        code = main(argv)\n"
+        "    assert (out.getvalue() + err.getvalue()).strip(), argv\n"
+        "assert 'jax' not in sys.modules and 'equinox' not in sys.modules, sorted(m for m in sys.modules if 'jax' in m)[:5]\n"
+    )
+    child = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert child.returncode == 0, child.stderr
+
+
+def test_a_chosen_command_has_the_same_options_as_the_complete_parser():
+    lazy = build_parser()
+    with contextlib.redirect_stdout(io.StringIO()) as out, pytest.raises(SystemExit):
+        lazy.parse_args(["bench", "--help"])
+    assert "--methods" in out.getvalue() and "--runs" in out.getvalue()
+    complete_help = COMMANDS["bench"].format_help()
+    assert out.getvalue() == complete_help
