@@ -697,14 +697,14 @@ def _main(argv: Sequence[str] | None) -> int:
         args = build_parser().parse_args(argv)
     except SystemExit as exit_:  # --help, or a usage error already printed
         return int(exit_.code or 0)
-    from .runs.lock import FolderLockedError
+    from .runs.lock import LockError
     from .runs.rundir import RunDirError
     from .simulators import MissingExtraError
 
     _use_compile_cache(args.no_compile_cache)
     try:
         return _run(args)
-    except (ValueError, RunDirError, FileNotFoundError, MissingExtraError, FolderLockedError) as err:
+    except (ValueError, RunDirError, FileNotFoundError, MissingExtraError, LockError) as err:
         print(f"stablebptt: error: {err}", file=sys.stderr)
         return EXIT_BAD_INPUT
     except OSError as err:  # the file system refused (permissions, a full disk, a file where a folder was expected)

@@ -16,12 +16,16 @@ import os
 from collections.abc import Iterator
 from pathlib import Path
 
-__all__ = ["FolderLockedError", "hold", "lock_path"]
+__all__ = ["LockError", "FolderLockedError", "hold", "lock_path"]
 
 _held: dict[Path, int] = {}
 
 
-class FolderLockedError(RuntimeError):
+class LockError(RuntimeError):
+    """The output's lock cannot be taken: its folder cannot be written, or another process holds it."""
+
+
+class FolderLockedError(LockError):
     """Another process is writing the same output folder."""
 
 
@@ -46,9 +50,12 @@ def hold(out: Path) -> Iterator[None]:
         finally:
             _held[path] -= 1
         return
-    path.parent.mkdir(parents=True, exist_ok=True)
     while True:
-        fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+        except OSError as err:
+            raise LockError(f"--out {out} cannot be written ({err.strerror}: {err.filename or path.parent}); choose another --out") from None
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
