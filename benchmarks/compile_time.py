@@ -22,6 +22,14 @@ Beside the wall times: XLA's own compile time summed over every program the
 call compiled, and how many programs that was (JAX's
 ``/jax/core/compile/backend_compile_duration`` events). Wall times move with
 other load on the machine; the ratio of run to plain is the figure to read.
+
+``--split`` also prints where the run's program's compile time goes: XLA's
+compile time of its parts built up one by one, each compiled alone in one
+fresh process (caches cleared between): one update of a mini-batch
+(``value_and_update``), that update with the optimizer step, the scan of an
+epoch's updates, and the whole epoch program (``compile_epoch``: the scan,
+then the losses of both sets, and the ``lax.cond`` that also gives the losses
+before training).
 """
 
 from __future__ import annotations
@@ -112,6 +120,53 @@ def _child(case: str, flow: str, what: str) -> dict:
     return {"wall": wall, "xla": sum(compiles), "programs": len(compiles)}
 
 
+def _split(case: str, flow_name: str) -> dict:
+    """XLA compile seconds of the run's program built up part by part (see the module's docstring)."""
+    import equinox as eqx
+    import jax
+    import optax
+
+    import stablebptt as sb
+    from stablebptt.engine.updates import trainable, value_and_update
+    from stablebptt.training import compile_epoch, make_epoch_functions, split_batches
+
+    jax.config.update("jax_enable_compilation_cache", False)
+    policy, problem, train_x, test_x = _case(case)
+    flow, optimizer = sb.flow_from_name(flow_name), sb.make_optimizer("norm")
+    params, static = trainable(policy)
+    state = optimizer.init(params)
+    batches = split_batches(train_x, 8)
+    plain_params, loss = _plain_loss(policy, problem)
+
+    def update(p, batch):
+        return value_and_update(flow, eqx.combine(p, static), problem, batch)
+
+    def step(p, s, batch):
+        value, u, info = update(p, batch)
+        u, s = optimizer.update(u, s, p)
+        return optax.apply_updates(p, u), s, value, info
+
+    parts = {
+        "plain step": lambda: jax.jit(lambda p, b, t: (jax.grad(loss)(p, b), loss(p, t))).lower(plain_params, batches[0], test_x).compile(),
+        "one update": lambda: jax.jit(update).lower(params, batches[0]).compile(),
+        "+ optimizer": lambda: jax.jit(step).lower(params, state, batches[0]).compile(),
+        "+ scan of 32": lambda: jax.jit(make_epoch_functions(policy, problem, flow, optimizer).train_epoch).lower(params, state, batches).compile(),
+        "+ losses, cond (the program)": lambda: compile_epoch([policy], problem, [train_x], [test_x], flows=[flow], optimizer=optimizer),
+    }
+    compiles: list[float] = []
+    jax.monitoring.register_event_duration_secs_listener(
+        lambda event, duration, **_: compiles.append(duration) if event == "/jax/core/compile/backend_compile_duration" else None
+    )
+    jax.jit(lambda x: x + 1).lower(1.0).compile()
+    out = {}
+    for name, build in parts.items():
+        jax.clear_caches()
+        compiles.clear()
+        build()
+        out[name] = sum(compiles)
+    return out
+
+
 def _measure(case: str, flow: str, what: str) -> dict:
     env = dict(os.environ, JAX_ENABLE_COMPILATION_CACHE="false")
     done = subprocess.run([sys.executable, __file__, "--child", case, flow, what], capture_output=True, text=True, env=env, check=False)
@@ -125,10 +180,11 @@ def main() -> None:
     parser.add_argument("--cases", nargs="+", choices=CASES, default=list(CASES))
     parser.add_argument("--flows", nargs="+", default=["R", "C"])
     parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--split", action="store_true", help="also print where the run's program's compile time goes")
     parser.add_argument("--child", nargs=3, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.child:
-        print(json.dumps(_child(*args.child)))
+        print(json.dumps(_split(*args.child[:2]) if args.child[2] == "split" else _child(*args.child)))
         return
 
     import jax
@@ -149,6 +205,16 @@ def main() -> None:
             run = med[flow]
             print(f"| {case} | {flow} | {plain['wall']:.2f} | {run['wall']:.2f} | {run['wall'] / plain['wall']:.2f} "
                   f"| {plain['xla']:.2f} | {run['xla']:.2f} | {run['programs']:.0f} |", flush=True)  # fmt: skip
+    if not args.split:
+        return
+    print("\n## where the run's program's compile time goes (XLA seconds, each part compiled alone; median)\n")
+    print("| case | flow | plain step | one update | + optimizer | + scan of 32 | + losses, cond (the program) |")
+    print("|---|---|---:|---:|---:|---:|---:|")
+    for case in args.cases:
+        for flow in args.flows:
+            found = [_measure(case, flow, "split") for _ in range(args.repeats)]
+            cells = " | ".join(f"{statistics.median(f[name] for f in found):.2f}" for name in found[0])
+            print(f"| {case} | {flow} | {cells} |", flush=True)
 
 
 if __name__ == "__main__":
