@@ -1,4 +1,4 @@
-"""Guidance by repulsion (SPEC §4): drivers herd evaders to the origin; difficulty = smaller ``rc``.
+"""Guidance by repulsion (equations: docs/tasks.md): drivers herd evaders to the origin; difficulty = smaller ``rc``.
 
 State layout ``(batch, n_drivers + n_evaders, 2, 2)``: axis 1 is the agent
 (drivers first), axis 2 is ``[position, velocity]``, axis 3 is ``[x, y]``
