@@ -67,8 +67,12 @@ def diagnose(name: str, argv: list[str], work: Path) -> dict:
     return json.loads(record.read_text(encoding="utf-8"))
 
 
-def fmt(x: float) -> str:
-    return f"{x:.3g}"
+def fmt(x: float | None) -> str:
+    return "—" if x is None else f"{x:.3g}"
+
+
+def ratio(a: float | None, b: float | None) -> float | None:
+    return None if a is None or b is None or b == 0 else a / b
 
 
 def table(rows: list[dict]) -> str:
@@ -79,8 +83,8 @@ def table(rows: list[dict]) -> str:
     for r in rows:
         finals = "; ".join(f"{m} {fmt(v)}" for m, v in r["finals"].items())
         lines.append(
-            f"| {r['setting']} | ×{fmt(r['growth_R'])} | ×{fmt(r['growth_M'])} | {fmt(r['growth_R'] / r['growth_M'])} | "
-            f"{r['sign_agreement']:.2f} | {r['cosine']:.2f} | {r['suggestion']} | {r['winner']} ({finals}) | "
+            f"| {r['setting']} | ×{fmt(r['growth_R'])} | ×{fmt(r['growth_M'])} | {fmt(ratio(r['growth_R'], r['growth_M']))} | "
+            f"{r['sign_agreement']:.2f} | {r['cosine']:.2f} | {r['suggestion'] or 'none'} | {r['winner']} ({finals}) | "
             f"{'yes' if r['match'] else '**no**'} | {r['seconds']:.0f} |"
         )
     matches = sum(r["match"] for r in rows)

@@ -44,9 +44,27 @@ def test_every_guide_has_code_and_the_nav_lists_every_page():
         assert python_blocks(page), f"{page} has no python block"
 
 
+def test_docstrings_refer_only_to_documents_in_the_repository():
+    """A docstring's ``docs/PAGE.md, "Heading"`` names a page of the site and one of its headings; no unshipped spec."""
+    found = 0
+    for path in sorted((ROOT / "src").rglob("*.py")):
+        text = path.read_text(encoding="utf-8")
+        assert not re.search(r"\bSPEC\b\s*§", text), f"{path} refers to a spec that is not in the repository"
+        for page, heading in re.findall(r"docs/([\w/-]+\.md)(?:, \"([^\"]+)\")?", text):
+            found += 1
+            assert (DOCS / page).is_file(), f"{path} refers to docs/{page}, which does not exist"
+            headings = re.findall(r"^#+ (.+)$", (DOCS / page).read_text(encoding="utf-8"), re.M)
+            assert not heading or any(h.startswith(heading) for h in headings), f"{path}: docs/{page} has no heading {heading!r}"
+    assert found >= 10
+
+
 @pytest.mark.parametrize("page", GUIDES, ids=lambda p: p.stem)
 def test_guide_code_runs(page, capsys):
     run_page(page)
+    printed = capsys.readouterr().out
+    # a block shown as "which prints" is what the code before it printed, verbatim
+    for shown in re.findall(r"^which prints\n\n```\n(.*?)^```", page.read_text(encoding="utf-8"), re.S | re.M):
+        assert shown in printed, f"{page.name} shows output its code does not print:\n{shown}"
 
 
 def test_mkdocs_builds_strictly(tmp_path):

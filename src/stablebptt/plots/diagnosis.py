@@ -20,10 +20,10 @@ def diagnosis_figure(
     title: str = "",
     verdict: str = "",
 ) -> Figure:
-    """Left: ``‖λ_t‖ / ‖λ_n‖`` against the step ``t`` (log y), one thin line per batch and their geometric mean,
+    """Left: ``‖λ_t‖ / ‖λ_{n−1}‖`` against the step ``t`` (log y), one thin line per batch and their geometric mean,
     R and M; right: each batch's sign agreement and cosine of M's and R's updates.
 
-    ``log_adjoint``: ``(batches, 2, n_steps + 1)``, natural logs, lanes R then M.
+    ``log_adjoint``: ``(batches, 2, n_steps)``, natural logs, lanes R then M.
     """
     log_adjoint = np.asarray(log_adjoint, dtype=np.float64)
     n = log_adjoint.shape[-1] - 1
@@ -37,8 +37,8 @@ def diagnosis_figure(
         label = f"{name}: ×{np.exp(np.mean(log_adjoint[:, lane, 0])):.3g} over {n} steps"
         grow.plot(steps, np.exp(np.mean(log_adjoint[:, lane], axis=0)), color=color, lw=2, label=label)
     grow.set_yscale("log")
-    grow.set_xlabel("step t (the backward pass runs from t = n to 0)")
-    grow.set_ylabel("‖λ_t‖ / ‖λ_n‖  (adjoint of the last state's loss)")
+    grow.set_xlabel("step t (the backward pass runs from the end to t = 0)")
+    grow.set_ylabel("‖λ_t‖ / ‖λ_{n−1}‖  (an adjoint carried back)")
     grow.legend(title="flow")
     batches = np.arange(1, len(sign_agreement) + 1)
     agree.plot(batches, sign_agreement, "o", color=METHOD_COLORS["C"], label="sign agreement of M and R")

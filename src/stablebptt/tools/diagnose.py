@@ -4,12 +4,16 @@ For a controller and a few batches of initial states, :func:`diagnose` runs one
 forward pass per batch and, from the engine's own reverse step
 (:func:`~stablebptt.engine.backward.adjoint_step`), measures
 
-* **the growth of the adjoint** ``λ_t = ∂ℓ/∂x_t`` of the loss ``ℓ`` at the
-  last state, carried back from ``t = n`` to ``t = 0`` through the full loop
-  (R: the simulator and the controller's feedback, ``∂S/∂x + ∂S/∂c·∂N/∂x``)
-  and through the physics alone (M: ``∂S/∂x``). It is renormalised at every
-  step, so ``‖λ_t‖ / ‖λ_n‖`` is exact however far it grows. ``growth`` is
-  ``‖λ_0‖ / ‖λ_n‖``; ``rates`` the growth per step, ``exp`` of the
+* **the growth of an adjoint** ``λ_t`` carried back along the horizon
+  through the full loop (R: the simulator and the controller's feedback,
+  ``∂S/∂x + ∂S/∂c·∂N/∂x``) and through the physics alone (M: ``∂S/∂x``), as
+  the adjoint ``∂L/∂x_t`` of any loss is carried back: it starts as a fixed
+  random direction at the last state (seed 0), is taken one step back, and
+  from there its norm is followed to ``t = 0``, renormalised at every step so
+  that ``‖λ_t‖ / ‖λ_{n−1}‖`` is exact however far it grows (the first step
+  only drops the state leaves that no step reads, such as Brax's reward and
+  observation, which are recomputed every step). ``growth`` is
+  ``‖λ_0‖ / ‖λ_{n−1}‖``; ``rates`` the growth per step, ``exp`` of the
   least-squares slope of ``log ‖λ_t‖`` against the steps back (on a linear
   system ``x' = A x + B c`` under ``c = K x`` these are the spectral radii of
   ``A + B K`` and ``A``);
@@ -66,8 +70,12 @@ GROWTH_RATIO = 2.0
 
 
 def _lane_norms(tree: Any) -> jax.Array:
-    """The L2 norm of each lane (leading axis) over every leaf of ``tree``."""
-    return jnp.sqrt(sum(jnp.sum(jnp.reshape(a, (a.shape[0], -1)) ** 2, axis=1) for a in jax.tree.leaves(tree)))
+    """The L2 norm of each lane (leading axis) over every leaf of ``tree``, scaled by the largest entry first so
+    that squaring cannot overflow (float32 squares overflow above 1.8e19)."""
+    flat = [jnp.reshape(a, (a.shape[0], -1)) for a in jax.tree.leaves(tree)]
+    top = jnp.max(jnp.stack([jnp.max(jnp.abs(a), axis=1) for a in flat]), axis=0)
+    unit = jnp.where(top > 0, top, 1.0)
+    return top * jnp.sqrt(sum(jnp.sum((a / unit[:, None].astype(a.dtype)) ** 2, axis=1) for a in flat))
 
 
 def _scale_lanes(tree: Any, s: jax.Array) -> Any:
@@ -78,25 +86,8 @@ def _no_loss(x: Any) -> jax.Array:
     return jnp.zeros(())
 
 
-def _last_adjoint(problem: ControlProblem, c_last: Any, x_n: Any) -> Any:
-    """``∂ℓ/∂x_n`` of the loss at the last state (the final loss plus the last step's loss): where the carried adjoint starts."""
-    x_d, x_s = eqx.partition(x_n, eqx.is_inexact_array)
-    dtype = loss_dtype(x_n)
-
-    def loss(a):
-        x = eqx.combine(a, x_s)
-        total = jnp.zeros((), dtype)
-        if problem.final_loss is not None:
-            total = total + jnp.asarray(problem.final_loss(x)).astype(dtype)
-        if problem.step_loss is not None:
-            total = total + jnp.asarray(problem.step_loss(x, c_last)).astype(dtype)
-        return total
-
-    return jax.grad(loss)(x_d)
-
-
 def _probe(like: Any) -> Any:
-    """A fixed random direction shaped like the adjoint, for a loss that does not depend on the last state."""
+    """A fixed random direction shaped like ``like`` (standard normal, seed 0): the adjoint carried back."""
     leaves, treedef = jax.tree.flatten(like)
     keys = jax.random.split(jax.random.key(0), len(leaves))
     return jax.tree.unflatten(treedef, [jax.random.normal(k, a.shape, a.dtype) for k, a in zip(keys, leaves)])
@@ -117,13 +108,13 @@ def _one_batch(apply, params, problem: ControlProblem, x0: Any, batch_lanes: boo
     _, mus = lax.scan(reverse, lam_n, inputs, reverse=True)
     grads = param_grads(apply, params, xs, jax.tree.map(lambda a: jnp.swapaxes(a, 0, 1), mus))
 
-    # the growth: the last state's adjoint carried back with no loss added on the way, so the reverse step is
-    # linear in λ; renormalised every step, the logs of the norms add up to log ‖λ_t‖ / ‖λ_n‖
+    # the growth: a fixed random adjoint of the last state carried back with no loss added on the way (so the reverse
+    # step is linear in λ), renormalised every step: the logs of the norms add up to log ‖λ_t‖ / ‖λ_{n-1}‖. The size
+    # after the first step back is the reference, so that state leaves no step reads (Brax's reward and observation,
+    # recomputed every step) do not count.
     homogeneous = dataclasses.replace(problem, step_loss=None, final_loss=problem.final_loss or _no_loss)
     carry_back = adjoint_step(apply, params, homogeneous, network_lanes(net), batch_lanes=batch_lanes)
-    start = _last_adjoint(problem, jax.tree.map(lambda a: a[-1], cs), x_n)
-    size = _lane_norms(jax.tree.map(lambda a: a[None], start))[0]
-    start = jax.tree.map(lambda a, b: jnp.where(size > 0, a, b), start, _probe(start))
+    start = _probe(eqx.partition(x_n, eqx.is_inexact_array)[0])
     start = jax.tree.map(lambda a: jnp.broadcast_to(a, (2,) + a.shape), start)
     start = _scale_lanes(start, 1.0 / _lane_norms(start))
 
@@ -132,8 +123,9 @@ def _one_batch(apply, params, problem: ControlProblem, x0: Any, batch_lanes: boo
         size = _lane_norms(lam_prev)
         return _scale_lanes(lam_prev, 1.0 / jnp.where(size > 0, size, 1.0)), jnp.log(size)
 
-    _, log_steps = lax.scan(back, start, inputs, reverse=True)  # (n, 2): log ‖λ_i‖ / ‖λ_{i+1}‖
-    log_adjoint = jnp.concatenate([jnp.cumsum(log_steps[::-1], axis=0)[::-1], jnp.zeros((1, 2), log_steps.dtype)]).T
+    _, log_steps = lax.scan(back, start, inputs, reverse=True)  # (n, 2): step i holds log ‖λ_i‖ / ‖λ_{i+1}‖
+    carried = log_steps[: n - 1]
+    log_adjoint = jnp.concatenate([jnp.cumsum(carried[::-1], axis=0)[::-1], jnp.zeros((1, 2), log_steps.dtype)]).T  # (2, n)
 
     r, m = jax.tree.map(lambda a: a[0], grads), jax.tree.map(lambda a: a[1], grads)
     pairs = list(zip(jax.tree.leaves(m), jax.tree.leaves(r)))
@@ -155,10 +147,9 @@ class Diagnosis:
 
     Attributes:
         loss: ``(batches,)``, each batch's loss.
-        log_adjoint: ``(batches, 2, n_steps + 1)``: ``log(‖λ_t‖ / ‖λ_n‖)`` at
-            ``t = 0 .. n`` for R (lane 0) and M (lane 1); ``λ_t`` is the
-            adjoint of the loss at the last state, the norm over the whole
-            batch.
+        log_adjoint: ``(batches, 2, n_steps)``: ``log(‖λ_t‖ / ‖λ_{n−1}‖)`` at
+            ``t = 0 .. n − 1`` for R (lane 0) and M (lane 1), the norm over
+            the whole batch (see the module docstring).
         sign_agreement: ``(batches,)``, the fraction of update components where
             M and R have the same sign, of those not zero in both.
         cosine: ``(batches,)``, the cosine of M's and R's updates.
@@ -172,20 +163,21 @@ class Diagnosis:
     update_norms: np.ndarray
 
     @property
-    def n_steps(self) -> int:
+    def steps(self) -> int:
+        """How many steps the adjoint's growth is followed over: the horizon less one."""
         return int(self.log_adjoint.shape[-1] - 1)
 
     @property
     def growth(self) -> np.ndarray:
-        """``‖λ_0‖ / ‖λ_n‖`` of R and M, shape ``(2,)``: the geometric mean over the batches."""
+        """``‖λ_0‖ / ‖λ_{n−1}‖`` of R and M, shape ``(2,)``: the geometric mean over the batches."""
         return np.exp(np.mean(self.log_adjoint[:, :, 0], axis=0))
 
     @property
     def rates(self) -> np.ndarray:
         """Growth per step of R and M, shape ``(2,)``: ``exp`` of the least-squares slope of the batches' mean
-        ``log ‖λ_t‖`` against the steps back ``n − t``."""
+        ``log ‖λ_t‖`` against the steps back ``n − 1 − t``."""
         y = np.mean(np.asarray(self.log_adjoint, np.float64), axis=0)
-        back = np.arange(self.n_steps, -1, -1, dtype=np.float64)
+        back = np.arange(self.steps, -1, -1, dtype=np.float64)
         back -= back.mean()
         return np.exp((y - y.mean(axis=1, keepdims=True)) @ back / max(back @ back, 1e-300))
 
@@ -196,17 +188,17 @@ class Diagnosis:
 
     def suggestion(self) -> str | None:
         """``"C"``, ``"R"``, or None when there is nothing to compare (see the module's verdict rule)."""
-        if self.coincide or not np.all(np.isfinite(self.log_adjoint)) or not np.any(self.update_norms[:, 0] > 0):
+        if self.coincide or not self._finite() or not np.any(self.update_norms[:, 0] > 0):
             return None
         r, m = self.growth
         return "C" if r >= GROWTH_RATIO * m else "R"
 
     def verdict(self) -> str:
         """One line: the growths, the agreement of M and R, and the flow to try."""
-        n = self.n_steps
+        n = self.steps
         if not np.any(self.update_norms[:, 0] > 0):
             return "R's update is exactly zero: the loss does not depend on the controller's parameters; no flow can train it"
-        if not np.all(np.isfinite(self.log_adjoint)):
+        if not self._finite():
             return "the adjoint is not finite (the rollout or its gradient overflowed); check the simulator and the initial states"
         r, m = self.growth
         if self.coincide:
@@ -219,6 +211,10 @@ class Diagnosis:
             return f"R's adjoint grows ×{r:.3g} over {n} steps, M's ×{m:.3g} ({agree}): the controller's feedback amplifies R's gradient; try C"
         return f"R's adjoint grows ×{r:.3g} over {n} steps, M's ×{m:.3g} ({agree}): the controller's feedback does not amplify it; use R"
 
+    def _finite(self) -> bool:
+        """No NaN or growth to infinity (an adjoint that vanishes exactly, ``log 0 = −inf``, is a finite answer)."""
+        return not np.any(np.isnan(self.log_adjoint) | np.isposinf(self.log_adjoint))
+
     def summary(self) -> dict:
         """The figures as plain JSON values (lists, floats, None for a non-finite number)."""
 
@@ -228,7 +224,7 @@ class Diagnosis:
             return out if a.ndim else out[0]
 
         return {
-            "n_steps": self.n_steps,
+            "steps": self.steps,
             "batches": int(self.loss.shape[0]),
             "loss": clean(np.mean(self.loss)),
             "growth": dict(zip(LANES, clean(self.growth))),
