@@ -38,7 +38,7 @@ def diagnosis_figure(
         grow.plot(steps, np.exp(np.mean(log_adjoint[:, lane], axis=0)), color=color, lw=2, label=label)
     grow.set_yscale("log")
     grow.set_xlabel("step t (the backward pass runs from the end to t = 0)")
-    grow.set_ylabel("‖λ_t‖ / ‖λ_{n−1}‖  (an adjoint carried back)")
+    grow.set_ylabel(r"$\|\lambda_t\| \;/\; \|\lambda_{n-1}\|$  (an adjoint carried back)")
     grow.legend(title="flow")
     batches = np.arange(1, len(sign_agreement) + 1)
     agree.plot(batches, sign_agreement, "o", color=METHOD_COLORS["C"], label="sign agreement of M and R")
