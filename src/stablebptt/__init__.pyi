@@ -28,6 +28,7 @@ from .engine.problem import ControlProblem
 from .engine.rollouts import Trajectory, rollout, rollout_loss
 from .engine.updates import AbstractBackward, AutodiffBackward, SharedBackward, UpdateInfo, trainable, value_and_update
 from .tasks import Task, make_task
+from .tools.diagnose import diagnose
 from .training import NonFiniteLossError, TrainResult, TrainState, ZeroUpdateError, train, train_batched
 
 __version__: str

@@ -356,6 +356,31 @@ def _add_bench(bench: argparse.ArgumentParser) -> None:
 
 
 
+@_command("diagnose", help="measure how R's and M's adjoints grow along the horizon and say which flow to try")
+def _add_diagnose(diagnose: argparse.ArgumentParser) -> None:
+    """``stablebptt diagnose TASK [options]``: the gradient health of a task at its initial, warmed-up or a given
+    controller (:mod:`stablebptt.tools.diagnose`); run by :func:`_diagnose`."""
+    from .engine.flows import FLOW_NAMES
+
+    tasks = diagnose.add_subparsers(dest="task", required=True, parser_class=_Parser, metavar="TASK", prog="stablebptt diagnose")
+    for task, options in TASK_OPTIONS.items():
+        p = tasks.add_parser(task, help=f"diagnose the {task} task")
+        for opt in options + COMMON_TASK_OPTIONS:
+            kind = _positive_int if opt.positive else (str if opt.type is str else _arg(opt.type))
+            p.add_argument(opt.flag, dest=opt.field, metavar={int: "N", float: "X", str: "NAME"}[opt.type], type=kind, default=None, help=opt.help)
+        p.add_argument("--params", type=Path, metavar="FILE", default=None, help="diagnose a trained controller: RUN/params.eqx or the run's folder (trained with the same task options)")
+        p.add_argument("--warmup", type=_nonnegative_int, metavar="E", default=10,
+                       help="epochs of training (the paper's protocol, --method) before measuring (default 10; 0: measure at the initial or given controller)")  # fmt: skip
+        p.add_argument("--method", default="C", type=str.upper, choices=FLOW_NAMES, help="flow of the warm-up (default C)")
+        p.add_argument("--batches", type=_positive_int, metavar="K", default=8, help="batches of training states measured (default 8)")
+        p.add_argument("--batch-size", type=_positive_int, metavar="N", default=8, help="samples per batch (default 8)")
+        p.add_argument("--n-train", type=_positive_int, metavar="N", default=256, help="training initial states of the warm-up (default 256); the first K batches are measured")
+        p.add_argument("--seed", type=_nonnegative_int, metavar="N", default=42, help="seed of data and initial weights (default 42)")
+        p.add_argument("--x64", action="store_true", help="compute in float64")
+        p.add_argument("--out", type=Path, metavar="DIR", default=None, help="where to write diagnosis.json and diagnosis.png (default runs/diagnose-TASK-...)")
+        p.set_defaults(task=task, command="diagnose", run=_diagnose)
+
+
 def build_parser(*, complete: bool = False) -> argparse.ArgumentParser:
     """The command line; a command's options are added when it is chosen (``complete``: all of them now)."""
     parser = _Parser(prog="stablebptt", description="Train neural controllers through differentiable physics with stabilized BPTT.")
@@ -666,6 +691,66 @@ def _messages_to(stream: str):
     finally:
         logger.removeHandler(handler)
         logger.setLevel(level)
+
+
+def _diagnose(args) -> int:
+    """Warm up (or load) the controller, measure, print the verdict, write ``diagnosis.json`` and ``diagnosis.png``."""
+    import json
+    import time
+
+    import equinox as eqx
+    import jax
+
+    from .atomic import atomic_write_text
+    from .plots import save_figure
+    from .runs.config import RunConfig
+    from .runs.lock import hold
+    from .runs.rundir import claim_output
+    from .runs.single import build
+    from .tasks import DIFFICULTY
+    from .tools.diagnose import diagnose
+    from .training import train
+
+    start = time.perf_counter()
+    task_options = {o.field: getattr(args, o.field) for o in TASK_OPTIONS[args.task] + COMMON_TASK_OPTIONS if getattr(args, o.field) is not None}
+    n = args.batches * args.batch_size
+    if n > args.n_train:
+        raise ValueError(f"--batches {args.batches} of --batch-size {args.batch_size} need {n} training states; give --n-train {n} or more")
+    config = RunConfig.from_options(
+        vars(args), task_options=task_options, epochs=max(args.warmup, 1), n_test=args.batch_size, dtype="float64" if args.x64 else "float32"
+    )
+    knob = DIFFICULTY[config.task]
+    setting = f"{config.task} {knob.replace('n_', '')} {config.task_options[knob]}"
+    out = args.out or Path("runs") / f"diagnose-{setting.replace(' ', '-')}"
+    claim_output(out)
+    setup = build(config)
+    policy = setup.policy
+    if args.params is not None:
+        path = args.params / "params.eqx" if args.params.is_dir() else args.params
+        if not path.is_file():
+            raise ValueError(f"--params {args.params}: no such controller file; give a finished run's folder or its params.eqx")
+        try:
+            policy = eqx.tree_deserialise_leaves(path, policy)
+        except Exception as err:  # noqa: BLE001 - a damaged file or another controller: Equinox raises many kinds
+            raise ValueError(f"{path} is not a controller of {args.task} with these options ({str(err).splitlines()[0][:100]}); give the task options it was trained with") from None
+    with hold(out):
+        if args.warmup:
+            result = train(policy, setup.task.problem, setup.train_x, setup.test_x, flow=config.flow(), optimizer=config.optimizer(),
+                           epochs=args.warmup, batch_size=config.batch_size, backward=config.backward(setup.task))  # fmt: skip
+            policy = result.policy
+            print(f"warm-up epochs of {config.method}: {args.warmup}, test loss {result.initial['test_loss']:.4g} -> {result.history[-1]['test_loss']:.4g}")
+        measured = jax.tree.map(lambda a: a[:n], setup.train_x)
+        found = diagnose(policy, setup.task.problem, measured, batches=args.batches, batch_lanes=setup.task.batch_lanes)
+        seconds = time.perf_counter() - start
+        record = {"task": config.task, "task_options": config.task_options, "params": None if args.params is None else str(args.params),
+                  "warmup_epochs": args.warmup, "warmup_method": config.method, "batch_size": args.batch_size, "seed": config.seed,
+                  "dtype": config.dtype, "seconds": seconds, **found.summary()}  # fmt: skip
+        out.mkdir(parents=True, exist_ok=True)
+        atomic_write_text(out / "diagnosis.json", json.dumps(record, indent=2) + "\n")
+        save_figure(found.figure(f"{setting}: {n} training states, warm-up epochs of {config.method}: {args.warmup}"), out / "diagnosis.png")
+    print(f"verdict: {found.verdict()}")
+    print(f"diagnosis.json and diagnosis.png in {out} ({seconds:.1f} s)")
+    return 0
 
 
 WRITERS = ("train", "compare", "reproduce", "animate", "bench")  # commands whose --out one process at a time may write

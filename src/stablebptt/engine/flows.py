@@ -7,8 +7,8 @@ the forward pass and multiplies the cotangent by a number ``g`` in the
 backward pass (``g = 1``: everything flows, ``g = 0``: a stop-gradient), so
 every flow has exactly the same forward values.
 
-The paper's flows are four settings of the two gates (SPEC §1), each a final
-class whose gates are constants of the class (no leaves, nothing traced):
+The paper's flows are four settings of the two gates (docs/method.md, "Gradient flows"),
+each a final class whose gates are constants of the class (no leaves, nothing traced):
 
 ====  =================  ============  ==============
 name  class              network gate  simulator gate
@@ -102,7 +102,7 @@ def gate(x: Any, g: jax.Array | float) -> Any:
 
 
 def combine_by_sign(primary: Any, reference: Any) -> Any:
-    """The combined update of SPEC §1, leaf by leaf and component by component.
+    """The combined update (docs/method.md, "The combined update"), leaf by leaf and component by component.
 
     ``u_k = primary_k`` where ``sign(primary_k) == sign(reference_k)``, else 0
     (``sign(0) = 0``: a zero in either gives 0 unless both are zero, when ``u_k``

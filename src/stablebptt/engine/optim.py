@@ -1,7 +1,7 @@
 """Optimizers of the paper's protocol, as optax transformations.
 
 The authors used Keras's Adam, whose ε sits on ``sqrt(v)`` *before* bias
-correction (SPEC §1). :func:`scale_by_keras_adam` is that form;
+correction (docs/method.md, "Clipping and Adam"). :func:`scale_by_keras_adam` is that form;
 :func:`make_optimizer` chains the clipping of the protocol in front of it,
 with every number injected into the state (``optax.inject_hyperparams``):
 one optimizer serves runs that differ in them, each run's numbers in its own

@@ -1,4 +1,4 @@
-"""The paper's claims (SPEC §7) against the committed runs: outcomes paired per seed, and the rule that gives each verdict.
+"""The paper's claims (docs/method.md, "What the paper reports") against the committed runs: outcomes paired per seed, and the rule that gives each verdict.
 
 Every number a verdict cites is computed here from the runs' own files, so
 prose cannot drift from the data. The same seed means the same data and

@@ -1,4 +1,4 @@
-"""Reproduce the toy figures (SPEC §6): the fields of Figure 1 and the Adam runs of Figure 2."""
+"""Reproduce the toy figures (docs/tasks.md, "The toy examples"): the fields of Figure 1 and the Adam runs of Figure 2."""
 
 from __future__ import annotations
 

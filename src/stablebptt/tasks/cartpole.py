@@ -1,4 +1,4 @@
-"""Cart pole with 1–4 poles on one cart (SPEC §3); difficulty = number of poles.
+"""Cart pole with 1–4 poles on one cart (equations: docs/tasks.md, "Cart pole"); difficulty = number of poles.
 
 State layout ``(batch, 1 + n_poles, 2)``: row 0 is the cart ``(x [m], ẋ [m/s])``,
 row ``i ≥ 1`` is pole ``i`` ``(θ_i [rad], θ̇_i [rad/s])`` with θ = 0 upright.

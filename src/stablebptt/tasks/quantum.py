@@ -1,4 +1,4 @@
-"""Quantum control (SPEC §5): steer a particle in a box into eigenstate ``target``.
+"""Quantum control (equations: docs/tasks.md): steer a particle in a box into eigenstate ``target``.
 
 A particle in the box ``[0, L]`` (``L = 2``) with Dirichlet walls, ``ħ = 1``,
 ``2m = 1``: ``i ∂ψ/∂t = (−∂²/∂x² + c(t)·x) ψ`` with one scalar control ``c``

@@ -1,4 +1,4 @@
-"""Guidance by repulsion (SPEC §4): drivers herd evaders to the origin; difficulty = smaller ``rc``.
+"""Guidance by repulsion (equations: docs/tasks.md): drivers herd evaders to the origin; difficulty = smaller ``rc``.
 
 State layout ``(batch, n_drivers + n_evaders, 2, 2)``: axis 1 is the agent
 (drivers first), axis 2 is ``[position, velocity]``, axis 3 is ``[x, y]``
@@ -123,9 +123,9 @@ def step(config: RepulsionConfig, state: jax.Array, control: jax.Array) -> jax.A
         ``v += dt·F`` with
 
         * drivers: ``a·r + b·perp(r)`` with ``r = x_driver − Σ_evaders x_e``,
-          ``+ 0.2·Σ_{i≠k} (x_k − x_i)/d(x_k − x_i)²`` (spreading), ``− 1.0·v``;
+            ``+ 0.2·Σ_{i≠k} (x_k − x_i)/d(x_k − x_i)²`` (spreading), ``− 1.0·v``;
         * evaders: ``15·Σ_drivers (x_j − x_d)/d(x_d − x_j)²`` (fleeing),
-          ``+ 0.2·Σ_{i≠k} p(d)(x_i − x_k)`` (pairs), ``− 4.0·v``;
+            ``+ 0.2·Σ_{i≠k} p(d)(x_i − x_k)`` (pairs), ``− 4.0·v``;
 
         with ``d(r) = 0.1 + |r|`` and ``perp(x, y) = (−y, x)``.
     """

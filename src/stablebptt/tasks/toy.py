@@ -1,4 +1,4 @@
-"""The paper's toy examples (SPEC §6): reconstructions of its Figures 1 and 2.
+"""The paper's toy examples (docs/tasks.md, "The toy examples"): reconstructions of its Figures 1 and 2.
 
 Figure 1: one scalar state, ``S(x, c) = x + c``, controller
 ``N(x; θ) = θ₁x² + θ₂x``, ``x₀ = −0.3``, 4 steps, loss ``½(x₄ − 2)²``.
@@ -54,5 +54,5 @@ def rotated_field(theta: jax.Array) -> jax.Array:
 
 
 def combined_field(theta: jax.Array) -> jax.Array:
-    """The rotated field combined with the gradient by the sign rule (SPEC §1)."""
+    """The rotated field combined with the gradient by the sign rule (docs/method.md, "The combined update")."""
     return combine_by_sign(rotated_field(theta), gradient_field(theta))
