@@ -71,7 +71,7 @@ def trace_ops(program: EpochProgram) -> dict[str, list[float]]:
     ops: dict[str, list[float]] = collections.defaultdict(list)
     for e in events:
         name = e.get("name", "")
-        if e.get("ph") != "X" or name.startswith(("$", "Thunk", "while", "Slinky", "conditional")):
+        if e.get("ph") != "X" or name.startswith(("$", "Thunk", "while", "Slinky", "conditional", "cond.")):
             continue  # Python frames, executor bookkeeping and loop containers (their bodies are counted)
         ops[name].append(float(e.get("dur", 0)))
     return ops

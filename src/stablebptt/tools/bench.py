@@ -138,7 +138,8 @@ def run_bench(
 
     Returns:
         Rows with ``task, difficulty, n_steps, method, runs, updates_per_epoch,
-        seconds_per_epoch`` [s], ``updates_per_second``, ``compile_seconds``
+        seconds_per_epoch`` [s] (an epoch of the run's program: its updates,
+        then the training and test losses), ``updates_per_second``, ``compile_seconds``
         [s], ``flops_per_epoch`` [FLOP], ``gflops_per_second``,
         ``peak_gflops_per_second``, ``peak_fraction`` and the ``device``,
         ``dtype``, ``jax_version``, ``n_train``, ``batch_size``, ``epochs`` and
@@ -209,7 +210,8 @@ def format_bench_table(rows: Sequence[dict]) -> str:
         f"device: {first['device']}; dtype {first['dtype']}; JAX {first['jax_version']}  ",
         f"matmul peak: {_num(first['peak_gflops_per_second'])} GFLOP/s ({size}×{size} {first['dtype']} matrix product)  ",
         f"settings: {first['n_train']} training states, mini-batches of {first['batch_size']}, "
-        + f"{first['updates_per_epoch']} updates per epoch and run; median of {epochs} after one warm-up epoch; "
+        + f"{first['updates_per_epoch']} updates per epoch and run, then the training and test losses (the run's program); "
+        + f"median of {epochs} after one warm-up epoch; "
         + "runs: trained together as one vmapped program",
         "",
     ]
