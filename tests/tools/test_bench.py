@@ -155,7 +155,7 @@ def test_bench_times_the_program_a_run_compiles(task, options, remat, tmp_path, 
         monkeypatch.setattr(module, "build", lambda c: setup if c == config else build(c))
     peak = {"size": 64, "seconds": 1e-3, "gflops_per_second": 1.0}
     bench = lowered_text(monkeypatch, lambda: run_bench(task, "C", epochs=1, task_options={task: options}, remat=remat, peak=peak))
-    run = lowered_text(monkeypatch, lambda: train_run(config, tmp_path / "run", progress=False, say=lambda _: None))
+    run = lowered_text(monkeypatch, lambda: train_run(config, tmp_path / "run", progress=False, announce=False))
     assert bench == run
     if remat:  # the text tells backward passes apart: bench's program as it was built before (no backward=) is another one
         default = lowered_text(monkeypatch, lambda: compile_epoch(
