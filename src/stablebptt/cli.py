@@ -159,15 +159,19 @@ def _add_training_options(p: argparse.ArgumentParser, *, with_method: bool) -> N
     _add_quiet_option(p)
 
 
+def _add_task_options(p: argparse.ArgumentParser, options: tuple[TaskOption, ...]) -> None:
+    """A task's own options (``--poles``, ``--rc``, ...) and the ones every task has (``--steps``)."""
+    for opt in options + COMMON_TASK_OPTIONS:
+        kind = _positive_int if opt.positive else (str if opt.type is str else _arg(opt.type))
+        p.add_argument(opt.flag, dest=opt.field, metavar={int: "N", float: "X", str: "NAME"}[opt.type], type=kind, default=None, help=opt.help)
+
+
 def _add_task_parsers(sub, command: str, *, with_method: bool, out_required: bool) -> None:
     from .runs.compare import METHODS
 
     for task, options in TASK_OPTIONS.items():
         p = sub.add_parser(task, help=f"{command} on the {task} task")
-        for opt in options + COMMON_TASK_OPTIONS:
-            kind = _positive_int if opt.positive else (str if opt.type is str else _arg(opt.type))
-            metavar = {int: "N", float: "X", str: "NAME"}[opt.type]
-            p.add_argument(opt.flag, dest=opt.field, metavar=metavar, type=kind, default=None, help=opt.help)
+        _add_task_options(p, options)
         _add_training_options(p, with_method=with_method)
         p.add_argument("--out", type=Path, metavar="DIR", required=out_required, default=None, help="output directory")
         if command == "compare":
@@ -240,18 +244,20 @@ class _Commands(argparse._SubParsersAction):
 
 @_command("train", help="train one controller", usage="stablebptt train [-h] (TASK [options] | --config FILE [--out DIR] [--quiet] [--overwrite])")
 def _add_train(train: argparse.ArgumentParser) -> None:
-    _add_config_options(train, "a recorded run: its config.json (or its folder), every setting as recorded")
-    tasks = train.add_subparsers(dest="task", required=False, parser_class=_Parser, metavar="TASK", prog="stablebptt train")  # not its usage line
-    _add_task_parsers(tasks, "train", with_method=True, out_required=False)
-    train.set_defaults(run=_train_or_compare)
+    _add_run_command(train, "train", "a recorded run: its config.json (or its folder), every setting as recorded", with_method=True, out_required=False)
 
 
 @_command("compare", help="train R, M, C and S on the same data and initial weights", usage="stablebptt compare [-h] (TASK --out DIR [options] | --config FILE --out DIR [--quiet] [--overwrite])")
 def _add_compare(compare: argparse.ArgumentParser) -> None:
-    _add_config_options(compare, "a recorded comparison's compare.json (or its folder), or one run's config.json (then R, M, C, S)")
-    tasks = compare.add_subparsers(dest="task", required=False, parser_class=_Parser, metavar="TASK", prog="stablebptt compare")  # not its usage line
-    _add_task_parsers(tasks, "compare", with_method=False, out_required=True)
-    compare.set_defaults(run=_train_or_compare)
+    _add_run_command(compare, "compare", "a recorded comparison's compare.json (or its folder), or one run's config.json (then R, M, C, S)", with_method=False, out_required=True)
+
+
+def _add_run_command(p: argparse.ArgumentParser, command: str, recorded: str, *, with_method: bool, out_required: bool) -> None:
+    """``train`` and ``compare``: a task subcommand with its options, or ``--config`` of a recorded run."""
+    _add_config_options(p, recorded)
+    tasks = p.add_subparsers(dest="task", required=False, parser_class=_Parser, metavar="TASK", prog=f"stablebptt {command}")  # not its usage line
+    _add_task_parsers(tasks, command, with_method=with_method, out_required=out_required)
+    p.set_defaults(run=_train_or_compare)
 
 
 @_command("evaluate", help="reload a trained controller and print its test loss")
@@ -365,9 +371,7 @@ def _add_diagnose(diagnose: argparse.ArgumentParser) -> None:
     tasks = diagnose.add_subparsers(dest="task", required=True, parser_class=_Parser, metavar="TASK", prog="stablebptt diagnose")
     for task, options in TASK_OPTIONS.items():
         p = tasks.add_parser(task, help=f"diagnose the {task} task")
-        for opt in options + COMMON_TASK_OPTIONS:
-            kind = _positive_int if opt.positive else (str if opt.type is str else _arg(opt.type))
-            p.add_argument(opt.flag, dest=opt.field, metavar={int: "N", float: "X", str: "NAME"}[opt.type], type=kind, default=None, help=opt.help)
+        _add_task_options(p, options)
         p.add_argument("--params", type=Path, metavar="FILE", default=None, help="diagnose a trained controller: RUN/params.eqx or the run's folder (trained with the same task options)")
         p.add_argument("--warmup", type=_nonnegative_int, metavar="E", default=10,
                        help="epochs of training (the paper's protocol, --method) before measuring (default 10; 0: measure at the initial or given controller)")  # fmt: skip

@@ -43,7 +43,7 @@ CASES = {
         lambda: sb.value_and_update(sb.R(), NET, sb.ControlProblem(step, 3, step_loss=lambda x, c: jnp.sum(x, -1)), X),
         ValueError, "step_loss(x_next, c) returns shape (4,)",
     ),
-    "negative horizon": (lambda: sb.rollout(NET, step, X, n_steps=-3), ValueError, "n_steps=-3; expected an integer of at least 1"),
+    "negative horizon": (lambda: sb.rollout(NET, step, X, n_steps=-3), ValueError, "n_steps=-3; expected a positive integer"),
     "NaN state, update": (lambda: sb.value_and_update(sb.R(), NET, PROBLEM, X.at[1, 0].set(jnp.nan)), ValueError, "NaN or infinite values in the initial states (at index (1, 0))"),
     "NaN state, rollout": (lambda: sb.rollout(NET, step, X.at[0, 1].set(jnp.inf), 3), ValueError, "NaN or infinite values in the initial states (at index (0, 1))"),
     "complex state": (lambda: sb.value_and_update(sb.R(), NET, PROBLEM, X.astype(jnp.complex64)), TypeError, "complex values in the initial states"),
@@ -55,7 +55,7 @@ CASES = {
         ValueError, "float64 parameters but 64-bit JAX is off",
     ),
     "controller not callable": (lambda: sb.rollout(3, step, X, 3), TypeError, "the controller is a int, not callable"),
-    "checkpoint_every -1": (lambda: train(checkpoint_every=-1), ValueError, "checkpoint_every=-1; expected an integer of at least 0"),
+    "checkpoint_every -1": (lambda: train(checkpoint_every=-1), ValueError, "checkpoint_every=-1; expected 0 (never) or a positive integer"),
     "PerSample of a number": (lambda: sb.PerSample(3), TypeError, "PerSample(module=3): the module is not callable"),
     "leaves of different batch sizes": (
         lambda: train(train_x={"a": jnp.ones((4, 2)), "b": jnp.ones((3, 2))}, problem=sb.ControlProblem(lambda x, c: x, 3, final_loss=lambda x: jnp.mean(x["a"])), policy=sb.FunctionPolicy(lambda p, x: p * x["a"], jnp.ones(()))),

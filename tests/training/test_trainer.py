@@ -75,7 +75,7 @@ def test_batching():
     np.testing.assert_array_equal(b["a"][1], [4, 5, 6, 7])  # fixed order, no shuffling
     with pytest.raises(ValueError, match="batch size 16 is larger than the training set"):
         batch_count(12, 16)
-    with pytest.raises(ValueError, match="batch size 0 must be a positive integer"):
+    with pytest.raises(ValueError, match="batch_size=0; expected a positive integer"):
         batch_count(12, 0)
     with pytest.raises(ValueError, match="does not split into batches of 5"):
         batch_count(12, 5)

@@ -9,10 +9,11 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from .. import validate
 from .flows import AbstractFlow
 from .networks import PerSample
 
-__all__ = ["ControlProblem", "check_controller", "check_states", "check_policy", "check_optimizer", "check_flow", "check_positive_int", "sample_axes", "shapes"]
+__all__ = ["ControlProblem", "check_controller", "check_states", "check_policy", "check_optimizer", "check_flow", "sample_axes", "shapes"]
 
 State = Any
 Control = Any
@@ -32,12 +33,6 @@ def _first_line(err: BaseException) -> str:
 
 def _dtype(a: Any):
     return a.dtype if hasattr(a, "dtype") else jnp.result_type(a)
-
-
-def check_positive_int(value: Any, name: str, *, minimum: int = 1) -> None:
-    """A one-line ``ValueError`` unless ``value`` is an int (not a bool) of at least ``minimum``."""
-    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < minimum:
-        raise ValueError(f"{name}={value!r}; expected an integer of at least {minimum}")
 
 
 def check_states(x: Any, where: str = "the initial states") -> None:
@@ -176,8 +171,7 @@ class ControlProblem:
     def __post_init__(self):
         if not callable(self.step):
             raise TypeError("ControlProblem: step must be a function step(x, c) -> x_next")
-        if isinstance(self.n_steps, bool) or not isinstance(self.n_steps, int) or self.n_steps < 1:
-            raise ValueError(f"ControlProblem: n_steps={self.n_steps!r}; expected a positive integer")
+        validate.positive_int("ControlProblem: n_steps", self.n_steps)
         if self.final_loss is None and self.step_loss is None:
             raise ValueError("ControlProblem: give final_loss, step_loss, or both")
         for name in ("final_loss", "step_loss"):

@@ -10,7 +10,8 @@ from jax import lax
 
 from .remat import segment_length, segmented_scan
 from .flows import AbstractFlow, Regular, gate
-from .problem import ControlProblem, check_controller, check_policy, check_positive_int, check_states
+from .. import validate
+from .problem import ControlProblem, check_controller, check_policy, check_states
 
 __all__ = ["Trajectory", "rollout", "rollout_loss", "gated_loss"]
 
@@ -85,7 +86,7 @@ def rollout(policy: Callable, step: Callable, x0: Any, n_steps: int) -> Trajecto
 
     States and controls are stacked on a new leading (time) axis.
     """
-    check_positive_int(n_steps, "n_steps")
+    validate.positive_int("n_steps", n_steps)
     check_policy(policy, trained=False)
     check_states(x0)
     check_controller(policy, step, x0)

@@ -7,13 +7,14 @@ from typing import Any, Sequence
 import jax
 import jax.numpy as jnp
 
+from .. import validate
+
 __all__ = ["batch_count", "sample_count", "split_batches"]
 
 
 def batch_count(n_samples: int, batch_size: int) -> int:
     """Number of mini-batches; raises a one-line ValueError for impossible sizes."""
-    if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
-        raise ValueError(f"batch size {batch_size!r} must be a positive integer")
+    validate.positive_int("batch_size", batch_size)
     if n_samples < 1:
         raise ValueError("the training set is empty; give at least one training sample")
     if batch_size > n_samples:

@@ -29,9 +29,10 @@ import jax
 import numpy as np
 import optax
 
+from .. import validate
 from ..engine.flows import Combined, AbstractFlow, Regular
 from ..engine.optim import with_hyperparams
-from ..engine.problem import ControlProblem, check_flow, check_optimizer, check_policy, check_positive_int, check_states, sample_axes
+from ..engine.problem import ControlProblem, check_flow, check_optimizer, check_policy, check_states, sample_axes
 from ..engine.updates import AbstractBackward, SharedBackward, trainable
 from .batching import batch_count, sample_count
 from .program import EpochProgram, compile_epoch
@@ -243,8 +244,7 @@ def _validate(runs: _Runs, epochs: int, batch_size: int) -> None:
         check_flow(flow)
     for policy in runs.policies:
         check_policy(policy)
-    if isinstance(epochs, bool) or not isinstance(epochs, int) or epochs < 1:
-        raise ValueError(f"epochs={epochs!r}; expected a positive integer")
+    validate.positive_int("epochs", epochs)
     axes = sample_axes(runs.problem, runs.policies[0], runs.train_xs[0])
     for x, t in zip(runs.train_xs, runs.test_xs, strict=True):
         batch_count(sample_count(x, axes, "training set"), batch_size)
@@ -351,7 +351,7 @@ def _fit(
 ) -> list[TrainResult]:
     """The training behind :func:`train` (one run) and :func:`train_batched` (several): validate, compile one program, loop."""
     check_optimizer(optimizer)
-    check_positive_int(hooks.checkpoint_every, "checkpoint_every", minimum=0)  # 0: never
+    validate.integer("checkpoint_every", hooks.checkpoint_every, low=0, expected="0 (never) or a positive integer")
     _validate(runs, epochs, batch_size)
     params, opt_states = _starting_states(runs, optimizer, hyperparams, starts, epochs)
     static = trainable(runs.policies[0])[1]
