@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import ast
 import importlib
+import importlib.util
 import inspect
 from pathlib import Path
 
@@ -21,7 +22,10 @@ def public_names() -> list[tuple[str, str]]:
 
 
 def _summary(obj) -> str:
-    doc = inspect.getdoc(obj) or ""
+    spec = importlib.util.spec_from_file_location("griffe_roles", Path(__file__).with_name("griffe_roles.py"))
+    roles = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(roles)
+    doc = roles.plain(inspect.getdoc(obj) or "")
     first = doc.strip().split("\n\n")[0].replace("\n", " ")
     return first.replace("|", "\\|")
 

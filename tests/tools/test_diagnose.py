@@ -65,11 +65,12 @@ def test_agreement_cosine_and_norms_equal_those_of_value_and_update(dtype):
     policy = sb.DenseNet(24, 4, (16,), key=jax.random.key(1), out_shape=(2, 2), dtype=dtype)  # a non-zero last layer: R and M differ
     x0 = task.sample_initial_states(jax.random.key(2), 16, dtype)
     found = diagnose(policy, task.problem, x0, batches=2)
+    update = {name: jax.jit(lambda p, x, f=flow: sb.value_and_update(f, p, task.problem, x)) for name, flow in (("R", sb.R()), ("M", sb.M()), ("C", sb.C()))}
     for i in range(2):
         batch = x0[8 * i : 8 * (i + 1)]
-        loss, r, _ = sb.value_and_update(sb.R(), policy, task.problem, batch)
-        _, m, _ = sb.value_and_update(sb.M(), policy, task.problem, batch)
-        _, c, info = sb.value_and_update(sb.C(), policy, task.problem, batch)
+        loss, r, _ = update["R"](policy, batch)
+        _, m, _ = update["M"](policy, batch)
+        _, c, info = update["C"](policy, batch)
         r, m = np.concatenate([a.ravel() for a in jax.tree.leaves(r)]), np.concatenate([a.ravel() for a in jax.tree.leaves(m)])
         counted = (r != 0) | (m != 0)
         agreement = np.mean(np.sign(r[counted]) == np.sign(m[counted]))
