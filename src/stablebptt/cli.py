@@ -53,7 +53,7 @@ TASK_OPTIONS: dict[str, tuple[TaskOption, ...]] = {
     ),
     "quantum": (TaskOption("--target", "target", int, "target eigenstate k, 1 = ground state (difficulty; paper: 3, 4, 5; default 3)"),),
     "brax": (
-        TaskOption("--env", "env", str, "Brax environment, e.g. inverted_double_pendulum (default) or reacher; needs the extra stablebptt[brax]"),
+        TaskOption("--env", "env", str, "Brax environment, e.g. inverted_double_pendulum (default) or reacher; needs the brax extra: pip install '.[brax]' from the checkout"),
         TaskOption("--backend", "backend", str, "differentiable Brax pipeline: generalized (default), positional or spring"),
         TaskOption("--loss", "loss", str, "reward (minus the return, default) or upright (the poles' squared angles: inverted_pendulum, inverted_double_pendulum)"),
     ),

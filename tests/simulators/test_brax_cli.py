@@ -26,7 +26,7 @@ def test_without_the_extra_one_line_names_the_install(command, monkeypatch, caps
         monkeypatch.setitem(sys.modules, name, None)  # as if Brax were not installed, even if a test imported it
     code = main([command, "brax", "--env", "reacher", "--out", str(tmp_path / "run")])
     line = one_line(capsys.readouterr().err)
-    assert code == 2 and "pip install 'stablebptt[brax]'" in line
+    assert code == 2 and "pip install '.[brax]'" in line
     assert not (tmp_path / "run").exists()
 
 

@@ -1,9 +1,9 @@
 """Adapters that turn other JAX simulators into ``step(x, c)`` functions and control problems.
 
 Each needs its optional extra: :mod:`~stablebptt.simulators.ode` wraps a
-``diffrax`` solver (``pip install 'stablebptt[diffrax]'``),
+``diffrax`` solver (``pip install '.[diffrax]'``),
 :mod:`~stablebptt.simulators.brax` a Brax environment
-(``pip install 'stablebptt[brax]'``). Import the submodule you need.
+(``pip install '.[brax]'``). Import the submodule you need.
 """
 
 from __future__ import annotations
@@ -19,10 +19,10 @@ class MissingExtraError(ImportError):
 
 
 def require(module: str, extra: str) -> ModuleType:
-    """Import ``module`` or raise :class:`MissingExtraError` naming ``pip install 'stablebptt[extra]'``."""
+    """Import ``module`` or raise :class:`MissingExtraError` naming ``pip install '.[extra]'``."""
     try:
         return importlib.import_module(module)
     except ImportError as err:
         raise MissingExtraError(
-            f"{module} is not installed ({err}); install the extra: pip install 'stablebptt[{extra}]'"
+            f"{module} is not installed ({err}); install the extra from the stablebptt checkout: pip install '.[{extra}]'"
         ) from None

@@ -1,6 +1,6 @@
 """Brax environments as control problems: a batch of environments stepped together.
 
-Needs ``pip install 'stablebptt[brax]'``. Only Brax's differentiable
+Needs ``pip install '.[brax]'``. Only Brax's differentiable
 pipelines are offered (``generalized`` by default, also ``positional`` and
 ``spring``): the ``mjx`` pipeline's solver loop refuses reverse-mode
 differentiation and its state carries integer leaves.

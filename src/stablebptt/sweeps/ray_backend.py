@@ -6,7 +6,7 @@ layout (``.NAME.partial``, then a rename), so no shared filesystem is needed
 and a worker that dies mid-group leaves nothing behind. Ray retries such a
 task (``max_retries``); a group that still fails is reported at the end,
 after every other group is written. Ray is imported only when a sweep runs
-(``pip install 'stablebptt[ray]'``).
+(``pip install '.[ray]'``).
 """
 
 from __future__ import annotations
@@ -39,7 +39,7 @@ def import_ray() -> ModuleType:
     try:
         import ray
     except ImportError:
-        raise RayNotInstalledError("the ray backend needs Ray, which is not installed: pip install 'stablebptt[ray]'") from None
+        raise RayNotInstalledError("the ray backend needs Ray, which is not installed: pip install '.[ray]'") from None
     return ray
 
 

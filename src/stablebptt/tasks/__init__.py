@@ -23,7 +23,7 @@ TASKS: dict[str, tuple[type, Any]] = {
     "cartpole": (cartpole.CartPoleConfig, cartpole.make_task),
     "repulsion": (repulsion.RepulsionConfig, repulsion.make_task),
     "quantum": (quantum.QuantumConfig, quantum.make_task),
-    "brax": (brax_env.BraxConfig, brax_env.make_task),  # needs the extra stablebptt[brax]
+    "brax": (brax_env.BraxConfig, brax_env.make_task),  # needs the extra .[brax] (pip install '.[brax]' from the checkout)
     "linear": (linear.LinearConfig, linear.make_task),
 }
 

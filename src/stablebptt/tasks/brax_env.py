@@ -1,4 +1,4 @@
-"""A Brax environment as a task (needs ``pip install 'stablebptt[brax]'``); difficulty = the environment.
+"""A Brax environment as a task (needs ``pip install '.[brax]'``); difficulty = the environment.
 
 The state is a batch of Brax ``State``s, the control a batch of actions in
 [−1, 1], the loss minus the mean return over ``n_steps`` (or, for cart-pole
