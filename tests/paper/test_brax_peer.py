@@ -29,7 +29,7 @@ def fake_outputs(spec: PeerSpec, out):
             else:
                 run = out / "runs" / f"{method}-seed{seed}"
                 run.mkdir(parents=True)
-                rows = [{"epoch": e, "batch_loss": 0.0, "train_loss": 0.0, "test_loss": -final + (spec.epochs - e), "update_sq_norm": 1.0, "cosine_mr": 0.0, "seconds": 0.1} for e in range(1, spec.epochs + 1)]
+                rows = [{"epoch": e, "batch_loss": 0.0, "train_loss": 0.0, "test_loss": -final + (spec.epochs - e), "update_sq_norm": float(e * (seed - 41)), "cosine_mr": 0.0, "seconds": 0.1} for e in range(1, spec.epochs + 1)]
                 (run / rundir.METRICS).write_text(rundir.csv_text(rows[0].keys(), rows))
                 (run / rundir.SUMMARY).write_text(json.dumps({"status": "finished", "initial": {"test_loss": 0.0}, "wall_seconds": 3.0}))
     return want
@@ -52,6 +52,9 @@ def test_table_is_the_mean_and_std_of_each_methods_runs(spec, tmp_path):
     assert f"| R | {rows[2]['final_return_mean']:.4g} ± {rows[2]['final_return_std']:.2g} | 3 | 512 |" in markdown
     fig = brax_peer.peer_figure(spec, tmp_path)
     assert len(fig.axes[0].lines) == 5
+    assert [line.get_label() for line in fig.axes[1].lines] == ["R", "M", "C"]  # APG logs no update sizes
+    epochs = np.arange(1, spec.epochs + 1)
+    np.testing.assert_allclose(fig.axes[1].lines[0].get_ydata(), epochs * np.sqrt(1 * 2), rtol=1e-12)  # seeds' sizes e·1, e·2
 
 
 def test_budgets_that_do_not_split_into_apg_updates_are_refused():

@@ -215,6 +215,7 @@ def _results(spec: PeerSpec, out: Path) -> dict[str, list[dict]]:
                 "wall_seconds": summary["wall_seconds"],
                 "steps": [0] + [row["epoch"] * per_epoch for row in history],
                 "returns": [initial] + [-row["test_loss"] for row in history],
+                "update_sq_norm": [row["update_sq_norm"] for row in history],
             })  # fmt: skip
     return found
 
@@ -255,14 +256,18 @@ def peer_table_markdown(spec: PeerSpec, rows: list[dict]) -> str:
 
 
 def peer_figure(spec: PeerSpec, out: Path) -> Any:
-    """Return against simulator steps: one colour per method, the band from the lowest to the highest seed."""
+    """Left: return against simulator steps, one colour per method, the band from the lowest to the highest seed.
+
+    Right: each stablebptt method's update size ``|u|²`` per epoch (the epoch's mean over its
+    mini-batches, log scale), so that a gradient that grows with the horizon shows beside the returns.
+    """
     from matplotlib.figure import Figure
 
     from ..plots.curves import METHOD_COLORS
 
     colors = {**METHOD_COLORS, "APG-default": "0.25", "APG-matched": "0.6"}
-    fig = Figure(figsize=(6.5, 4.2), layout="constrained")
-    ax = fig.subplots()
+    fig = Figure(figsize=(11, 4.2), layout="constrained")
+    ax, ax_u = fig.subplots(1, 2)
     for method, runs in _results(spec, out).items():
         runs = [r for r in runs if r["returns"]]
         if not runs:
@@ -273,9 +278,20 @@ def peer_figure(spec: PeerSpec, out: Path) -> Any:
         ax.plot(steps, np.nanmean(curves, axis=0), color=colors.get(method), lw=1.6, label=method)
         if len(runs) > 1:
             ax.fill_between(steps, np.nanmin(curves, axis=0), np.nanmax(curves, axis=0), color=colors.get(method), alpha=0.15, lw=0)
+        if "update_sq_norm" in runs[0] and n > 1:
+            sizes = np.asarray([r["update_sq_norm"][: n - 1] for r in runs], dtype=float)
+            epochs = np.arange(1, n)
+            ax_u.plot(epochs, np.exp(np.nanmean(np.log(sizes), axis=0)), color=colors.get(method), lw=1.6, label=method)
+            if len(runs) > 1:
+                ax_u.fill_between(epochs, np.nanmin(sizes, axis=0), np.nanmax(sizes, axis=0), color=colors.get(method), alpha=0.15, lw=0)
     ax.set_xlabel("training simulator steps")
     ax.set_ylabel("evaluation return")
     ax.set_title(f"{spec.env} ({spec.n_steps}-step episodes)")
-    if ax.lines:
-        ax.legend()
+    ax_u.set_xlabel("epoch")
+    ax_u.set_ylabel("update size |u|² (geometric mean over seeds)")
+    ax_u.set_yscale("log")
+    ax_u.set_title("stablebptt's update sizes")
+    for a in (ax, ax_u):
+        if a.lines:
+            a.legend()
     return fig
