@@ -279,6 +279,8 @@ def load_run(run_dir: Path, *, best: bool = False) -> tuple[Setup, Any, list[dic
     if not params_path.is_file():
         summary = rundir.read_summary(run_dir) or {}
         status = summary.get("status")
+        if status == "finished" and best:
+            raise rundir.RunDirError(f"{run_dir} is a finished run that has lost its {name}; run its command again to train it again")
         if status == "finished":
             raise rundir.RunDirError(
                 f"{run_dir} is a finished run whose parameters were not kept (no {name}, as in a committed results folder); "
