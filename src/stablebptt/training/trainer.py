@@ -343,7 +343,7 @@ def _begin(program: EpochProgram, starts: Sequence[TrainState] | None, keep_best
 def _keep_best(progress: _Progress, rows: list[dict | None], program: EpochProgram) -> None:
     """Keep, on the host, the parameters of each run whose test loss this epoch is below its best so far (ties keep
     the earlier): the parameters the epoch's losses were evaluated on, which the epoch program returned."""
-    better = [i for i, row in enumerate(rows) if row is not None and row["test_loss"] < progress.best[i].test_loss]  # NaN is never below
+    better = [i for i, row in enumerate(rows) if row is not None and math.isfinite(row["test_loss"]) and row["test_loss"] < progress.best[i].test_loss]
     if not better:
         return
     host = program.per_run(jax.device_get(progress.params))
