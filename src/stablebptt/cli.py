@@ -155,6 +155,10 @@ def _add_training_options(p: argparse.ArgumentParser, *, with_method: bool) -> N
     p.add_argument("--x64", action="store_true", help="compute in float64")
     _add_remat_option(p)
     _add_checkpoint_option(p)
+    p.add_argument(
+        "--keep", choices=("final", "best"), default=None,
+        help="final (default): save the last controller (params.eqx); best: also the one of the lowest test loss (best_params.eqx, 'evaluate --best')",
+    )  # fmt: skip
     p.add_argument("--overwrite", action="store_true", help="replace a different run already in --out")
     _add_quiet_option(p)
 
@@ -263,6 +267,7 @@ def _add_run_command(p: argparse.ArgumentParser, command: str, recorded: str, *,
 @_command("evaluate", help="reload a trained controller and print its test loss")
 def _add_evaluate(evaluate: argparse.ArgumentParser) -> None:
     evaluate.add_argument("run_dir", type=Path, metavar="DIR", help="the --out of a finished 'stablebptt train'")
+    evaluate.add_argument("--best", action="store_true", help="the controller of the lowest test loss (a run trained with --keep best) instead of the last one")
     evaluate.set_defaults(run=_evaluate)
 
 
@@ -501,7 +506,13 @@ def _train_or_compare(args) -> int:
             return EXIT_DIVERGED
         if outcome.status == "finished":
             final = outcome.history[-1]
-            print(f"final test loss {final['test_loss']!r} after {len(outcome.history)} epochs; results in {out}")
+            kept = ""
+            if config.keep == "best":
+                from .training import best_epoch
+
+                epoch = best_epoch(outcome.history)
+                kept = f", best {outcome.history[epoch - 1]['test_loss']!r} at epoch {epoch} (best_params.eqx)"
+            print(f"final test loss {final['test_loss']!r} after {len(outcome.history)} epochs{kept}; results in {out}")
         return 0
 
     methods = recorded_methods or getattr(args, "methods", None)
@@ -515,8 +526,9 @@ def _evaluate(args) -> int:
     from .runs.single import evaluate_run
 
     _enable_x64_for(args.run_dir)
-    result = evaluate_run(args.run_dir)
-    print(f"test loss {result['test_loss']!r}")
+    result = evaluate_run(args.run_dir, best=args.best)
+    which = f" (the best controller, epoch {result['epoch']} of {result['epochs']})" if args.best else ""
+    print(f"test loss {result['test_loss']!r}{which}")
     return 0
 
 

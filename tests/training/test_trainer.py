@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import math
 
 import jax
@@ -235,3 +236,44 @@ def test_a_group_of_the_three_clip_modes_equals_its_single_runs():
         assert_same_rows(run.history, single.history, 1e-6)
         finals.add(run.history[-1]["test_loss"])
     assert len(finals) == 3  # the clip modes made a difference
+
+
+def test_best_epoch_is_the_earliest_lowest_finite_test_loss():
+    rows = [{"epoch": e, "test_loss": v} for e, v in enumerate([3.0, 1.0, float("nan"), 1.0, 2.0, float("-inf")], start=1)]
+    assert sb.training.best_epoch(rows) == 2  # the tie at epoch 4 keeps epoch 2; NaN and -inf are not finite
+    assert sb.training.best_epoch(rows[2:3]) is None and sb.training.best_epoch([]) is None
+
+
+def test_kept_best_parameters_are_those_of_the_lowest_logged_test_loss_in_every_run_and_survive_a_restart():
+    """train_batched(keep_best=True): each run's best policy is evaluated to the minimum of its test-loss column,
+    bit for bit (a run that diverges keeps its best before the divergence); continuing from a checkpoint keeps the same;
+    off by default."""
+    from stablebptt.engine.updates import trainable
+    from stablebptt.training import evaluate_losses
+
+    problem = sb.ControlProblem(step=lambda x, c: x + c, n_steps=2, final_loss=lambda x: jnp.mean(jnp.sqrt(x)))
+    policy = sb.FunctionPolicy(lambda p, x: p * jnp.ones_like(x), jnp.array(0.05))
+    x = jnp.linspace(0.0, 0.1, 8)
+    specs = [("none", lr) for lr in (1e-4, 1e-2, 3e-4)]
+    saved = []
+    runs = batched_runs([policy] * 3, problem, [x] * 3, [x] * 3, flow=sb.R(), specs=specs, epochs=12, keep_best=True,
+                        checkpoint=saved.append, checkpoint_every=4)  # fmt: skip
+    assert runs[1].diverged_at_epoch is not None and runs[0].diverged_at_epoch is None
+    for run in runs:
+        tests = [r["test_loss"] for r in run.history]
+        lowest = min(t for t in tests if math.isfinite(t))
+        assert run.best_epoch == tests.index(lowest) + 1
+        assert evaluate_losses(run.best_policy, problem, x, x)[1] == lowest
+    assert runs[1].best_epoch < runs[1].diverged_at_epoch
+    continued = batched_runs([policy] * 3, problem, [x] * 3, [x] * 3, flow=sb.R(), specs=specs, epochs=12, keep_best=True, starts=saved[0])
+    for run, again in zip(runs, continued, strict=True):
+        assert again.best_epoch == run.best_epoch
+        for a, b in zip(jax.tree.leaves(trainable(again.best_policy)[0]), jax.tree.leaves(trainable(run.best_policy)[0]), strict=True):
+            assert np.array_equal(np.asarray(a), np.asarray(b))
+    plain = batched_runs([policy] * 3, problem, [x] * 3, [x] * 3, flow=sb.R(), specs=specs, epochs=12, starts=saved[0])
+    assert all(run.best_policy is None and run.best_epoch is None for run in plain)
+    with pytest.raises(ValueError, match="the start state holds no best parameters matching this policy"):
+        batched_runs([policy] * 3, problem, [x] * 3, [x] * 3, flow=sb.R(), specs=specs, epochs=12, keep_best=True,
+                     starts=[dataclasses.replace(s, best_params=None) for s in saved[0]])  # fmt: skip
+    with pytest.raises(TypeError, match="keep_best='yes'; expected True"):
+        sb.train(policy, problem, x, x, flow=sb.R(), optimizer=sb.make_optimizer(), epochs=1, keep_best="yes")

@@ -16,9 +16,11 @@ from ..tasks import Task, make_task, task_config
 from ..training.batching import batch_count
 from ..engine.updates import SharedBackward
 
-__all__ = ["RunConfig", "DTYPES"]
+__all__ = ["RunConfig", "DTYPES", "KEEP"]
 
 DTYPES = ("float32", "float64")
+KEEP = ("final", "best")
+"""Which controllers a run saves: the final one (``params.eqx``), or also the one of the lowest test loss (``best_params.eqx``)."""
 
 
 @dataclasses.dataclass(frozen=True)
@@ -31,6 +33,9 @@ class RunConfig:
     same machine type and close ones on another CPU.
     ``remat``: steps per checkpointed rollout segment (0: none; ``True``:
     ``ceil(√n_steps)``, spelled out by :meth:`resolved`).
+    ``keep``: ``"final"`` saves the last controller; ``"best"`` also the one of
+    the lowest test loss (:func:`stablebptt.training.best_epoch`). It changes
+    no number; a ``config.json`` without it is a ``"final"`` run.
     """
 
     task: str = "cartpole"
@@ -46,6 +51,7 @@ class RunConfig:
     adam: str = "keras"
     dtype: str = "float32"
     remat: bool | int = 0
+    keep: str = "final"
 
     def __post_init__(self):
         object.__setattr__(self, "method", str(self.method).upper())
@@ -53,6 +59,7 @@ class RunConfig:
         validate.choice("clip mode", self.clip, CLIP_MODES)
         validate.choice("Adam form", self.adam, ADAM_FORMS)
         validate.choice("dtype", self.dtype, DTYPES)
+        validate.choice("keep setting", self.keep, KEEP)
         for name in ("epochs", "batch_size", "n_train", "n_test"):
             validate.positive_int(name, getattr(self, name))
         validate.integer("seed", self.seed, low=0)
@@ -107,7 +114,10 @@ class RunConfig:
 
     # --- JSON ----------------------------------------------------------
     def to_dict(self) -> dict:
-        return dataclasses.asdict(self.resolved())
+        data = dataclasses.asdict(self.resolved())
+        if data["keep"] == "final":  # the default is left out: configs written before the option are unchanged
+            del data["keep"]
+        return data
 
     def to_json(self) -> str:
         return json.dumps(self.to_dict(), indent=2, sort_keys=True)
@@ -119,5 +129,5 @@ class RunConfig:
 
     def differences(self, other: "RunConfig") -> list[str]:
         """The settings (``task_options.x`` for task options) where two configs differ: ``["seed (42 vs 1)"]``."""
-        return validate.differences(self.to_dict(), other.to_dict())
+        return validate.differences(dataclasses.asdict(self.resolved()), dataclasses.asdict(other.resolved()))
 

@@ -6,8 +6,9 @@ finished and never damages the run that ``NAME`` held before.
 
 Files: ``config.json`` (resolved configuration), ``metrics.csv`` (one row per
 epoch, header = :data:`stablebptt.training.METRIC_COLUMNS`), ``params.eqx``
-(the trained controller, :func:`equinox.tree_serialise_leaves`),
-``learning_curve.png`` and ``summary.json`` (status, initial and final losses).
+(the trained controller, :func:`equinox.tree_serialise_leaves`), with
+``keep="best"`` also ``best_params.eqx`` (the controller of the lowest test
+loss, :func:`stablebptt.training.best_epoch`), ``learning_curve.png`` and ``summary.json`` (status, initial and final losses).
 While it trains, the partial folder also holds ``checkpoint.eqx`` (see
 :mod:`stablebptt.runs.resume`): a killed run continues from there.
 """
@@ -36,6 +37,7 @@ __all__ = [
     "CONFIG",
     "METRICS",
     "PARAMS",
+    "BEST_PARAMS",
     "CURVE",
     "SUMMARY",
     "CHECKPOINT",
@@ -56,6 +58,7 @@ __all__ = [
 CONFIG = "config.json"
 METRICS = "metrics.csv"
 PARAMS = "params.eqx"
+BEST_PARAMS = "best_params.eqx"
 CHECKPOINT = "checkpoint.eqx"
 CURVE = "learning_curve.png"
 SUMMARY = "summary.json"
@@ -219,7 +222,7 @@ def run_gaps(run_dir: Path, *, params: bool = True) -> list[str]:
     ``finished`` (all the configured epochs) or ``diverged`` (at a named
     epoch), ``metrics.csv`` parses with one row per epoch run, and (with
     ``params``; results folders keep no parameters) a finished run has its
-    ``params.eqx``.
+    ``params.eqx``, and its ``best_params.eqx`` if its config keeps the best.
     """
     run_dir = Path(run_dir)
     gaps = []
@@ -252,6 +255,8 @@ def run_gaps(run_dir: Path, *, params: bool = True) -> list[str]:
         gaps.append(f"{METRICS} missing or damaged")
     if params and status == "finished" and not (run_dir / PARAMS).is_file():
         gaps.append(f"{PARAMS} missing")
+    if params and status == "finished" and config is not None and config.keep == "best" and not (run_dir / BEST_PARAMS).is_file():
+        gaps.append(f"{BEST_PARAMS} missing (the run keeps its best controller)")
     return gaps
 
 

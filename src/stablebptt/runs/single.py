@@ -19,7 +19,7 @@ from tqdm.auto import tqdm
 from .. import plots
 from ..atomic import atomic_write_bytes, atomic_write_text
 from ..tasks import DIFFICULTY, Task
-from ..training import NonFiniteLossError, TrainState, evaluate_losses, train
+from ..training import NonFiniteLossError, TrainState, best_epoch, evaluate_losses, train
 from ..engine.updates import trainable
 from . import resume, rundir
 from .config import RunConfig
@@ -139,6 +139,7 @@ def train_run(
             start=writer.start,
             checkpoint=writer.checkpoint,
             checkpoint_every=checkpoint_every,
+            keep_best=config.keep == "best",
         )
     except NonFiniteLossError as err:
         writer.finish(err.history, policy=None, initial=err.initial, compile_seconds=None, diverged_at=err.epoch)
@@ -149,8 +150,9 @@ def train_run(
     finally:
         bar.close()
     summary = writer.finish(
-        result.history, policy=result.policy, initial=result.initial, compile_seconds=result.compile_seconds, seconds=result.seconds
-    )
+        result.history, policy=result.policy, initial=result.initial, compile_seconds=result.compile_seconds, seconds=result.seconds,
+        best_policy=result.best_policy,
+    )  # fmt: skip
     return RunOutcome("finished", out, result.history, summary)
 
 
@@ -164,8 +166,8 @@ class RunWriter:
     """Writes one run directory as training goes.
 
     ``config.json`` first, one metrics row per epoch (flushed), a checkpoint
-    now and then (:meth:`checkpoint`), then at :meth:`finish` the parameters,
-    the learning curve and ``summary.json``, and the folder is renamed from
+    now and then (:meth:`checkpoint`), then at :meth:`finish` the parameters
+    (and the best ones, for ``config.keep == "best"``), the learning curve and ``summary.json``, and the folder is renamed from
     ``.NAME.partial`` to ``NAME``. An unfinished run (:meth:`abandon`, or a
     killed process) stays partial. Given ``template`` (a fresh run's
     parameters and optimizer state), a partial folder of the same run with a
@@ -196,7 +198,7 @@ class RunWriter:
         self.metrics.write(row)
 
     def checkpoint(self, state: TrainState) -> None:
-        resume.save_checkpoint(self.partial, state)
+        resume.save_checkpoint(self.partial, state, keep_best=self.config.keep == "best")
 
     def abandon(self) -> None:
         self.metrics.close()
@@ -211,12 +213,18 @@ class RunWriter:
         diverged_at: int | None = None,
         batch_runs: int = 1,
         seconds: dict | None = None,
+        best_policy: Any = None,
     ) -> dict:
-        """Complete the run (``diverged_at`` marks a non-finite loss) and move it into place."""
+        """Complete the run (``diverged_at`` marks a non-finite loss) and move it into place; ``best_policy``:
+        the controller of the lowest test loss, needed by a finished run of ``config.keep == "best"``."""
         self.metrics.close()
         partial = self.partial
         (partial / rundir.CHECKPOINT).unlink(missing_ok=True)
         if policy is not None and diverged_at is None:
+            if self.config.keep == "best":
+                if best_policy is None:
+                    raise ValueError(f"the run into {self.out} keeps its best controller, but none was given; train with keep_best=True")
+                atomic_write_bytes(partial / rundir.BEST_PARAMS, _serialise(best_policy))
             atomic_write_bytes(partial / rundir.PARAMS, _serialise(policy))
         plots.save_figure(plots.learning_curve_figure(history, run_title(self.config)), partial / rundir.CURVE)
         last = history[-1] if history else {}
@@ -254,27 +262,36 @@ def _serialise(policy: Any) -> bytes:
     return buf.getvalue()
 
 
-def load_run(run_dir: Path) -> tuple[Setup, Any, list[dict]]:
-    """The setup of a finished run, its trained controller and its metrics."""
+def load_run(run_dir: Path, *, best: bool = False) -> tuple[Setup, Any, list[dict]]:
+    """The setup of a finished run, its trained controller (``best``: the one of the lowest test loss,
+    ``best_params.eqx`` of a run of ``keep="best"``) and its metrics."""
     run_dir = Path(run_dir)
     if not run_dir.is_dir():
         raise rundir.RunDirError(f"{run_dir} is not a directory; give the --out of a finished 'stablebptt train'")
     config = rundir.read_config(run_dir)
-    params_path = run_dir / rundir.PARAMS
+    name = rundir.BEST_PARAMS if best else rundir.PARAMS
+    if best and config.keep != "best":
+        raise rundir.RunDirError(
+            f"{run_dir} was trained without --keep best, so it kept no best controller (no {name}); "
+            "train it again with --keep best (and --overwrite) to keep one, or evaluate its final controller without --best"
+        )
+    params_path = run_dir / name
     if not params_path.is_file():
         summary = rundir.read_summary(run_dir) or {}
         status = summary.get("status")
+        if status == "finished" and best:
+            raise rundir.RunDirError(f"{run_dir} is a finished run that has lost its {name}; run its command again to train it again")
         if status == "finished":
             raise rundir.RunDirError(
-                f"{run_dir} is a finished run whose parameters were not kept (no {rundir.PARAMS}, as in a committed results folder); "
+                f"{run_dir} is a finished run whose parameters were not kept (no {name}, as in a committed results folder); "
                 f"its metrics are in {rundir.METRICS}: train it again with the settings of its {rundir.CONFIG} to get a controller"
             )
         if status == "diverged":
             raise rundir.RunDirError(
-                f"{run_dir} diverged at epoch {summary.get('diverged_at_epoch')} and has no {rundir.PARAMS}; the same settings "
+                f"{run_dir} diverged at epoch {summary.get('diverged_at_epoch')} and has no {name}; the same settings "
                 "diverge the same way: train it with clipping (--clip norm) or a smaller --lr"
             )
-        raise rundir.RunDirError(f"{run_dir} has no {rundir.PARAMS} (the run did not finish); run its command again to train it")
+        raise rundir.RunDirError(f"{run_dir} has no {name} (the run did not finish); run its command again to train it")
     setup = build(config)
     try:
         with open(params_path, "rb") as f:
@@ -293,12 +310,16 @@ def load_run(run_dir: Path) -> tuple[Setup, Any, list[dict]]:
     return setup, policy, rundir.read_metrics(run_dir / rundir.METRICS)
 
 
-def evaluate_run(run_dir: Path) -> dict:
-    """Reload a trained controller and compute its test (and train) loss as training logged them."""
-    setup, policy, history = load_run(run_dir)
+def evaluate_run(run_dir: Path, *, best: bool = False) -> dict:
+    """Reload a trained controller (``best``: the one of the lowest test loss) and compute its test (and train)
+    loss as training logged them; ``epoch``: the epoch whose row logged ``logged_test_loss`` for it."""
+    setup, policy, history = load_run(run_dir, best=best)
     train_loss, test_loss = evaluate_losses(policy, setup.task.problem, setup.train_x, setup.test_x)
+    epoch = best_epoch(history) if best else len(history)
     return {
         "test_loss": test_loss,
         "train_loss": train_loss,
-        "logged_test_loss": history[-1]["test_loss"] if history else float("nan"),
+        "logged_test_loss": history[epoch - 1]["test_loss"] if epoch else float("nan"),
+        "epoch": epoch,
+        "epochs": len(history),
     }

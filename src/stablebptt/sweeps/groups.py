@@ -52,6 +52,7 @@ def _train_group(runs: list[Run], out: Path, on_epoch: Callable[[int], None], ch
             starts=starts,
             checkpoint=checkpoint,
             checkpoint_every=checkpoint_every,
+            keep_best=config.keep == "best",
         )
     except BaseException:
         for writer in writers:
@@ -66,6 +67,7 @@ def _train_group(runs: list[Run], out: Path, on_epoch: Callable[[int], None], ch
             diverged_at=result.diverged_at_epoch,
             batch_runs=len(runs),
             seconds=result.seconds,
+            best_policy=result.best_policy,
         )
 
 

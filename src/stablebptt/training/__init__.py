@@ -8,6 +8,7 @@ from .trainer import (
     ZeroUpdateError,
     TrainResult,
     TrainState,
+    best_epoch,
     train,
     train_batched,
 )
@@ -22,6 +23,7 @@ __all__ = [
     "ZeroUpdateError",
     "TrainResult",
     "TrainState",
+    "best_epoch",
     "compile_epoch",
     "evaluate_losses",
     "make_epoch_functions",

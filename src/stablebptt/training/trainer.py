@@ -44,6 +44,7 @@ __all__ = [
     "TrainState",
     "NonFiniteLossError",
     "ZeroUpdateError",
+    "best_epoch",
     "epoch_row",
     "row_is_finite",
     "check_data",
@@ -122,6 +123,20 @@ def row_is_finite(row: dict) -> bool:
     return all(math.isfinite(row[k]) for k in ("batch_loss", "train_loss", "test_loss"))
 
 
+def best_epoch(history: Sequence[dict]) -> int | None:
+    """The epoch of the lowest finite ``test_loss`` among the metric rows (the earliest on ties), or None if none is finite.
+
+    Row ``k``'s test loss is that of the parameters the epoch program evaluated after epoch ``k``'s updates
+    (those epoch ``k + 1`` starts from): the parameters :func:`train` keeps with ``keep_best=True``. The
+    weights before training (``initial``) are not a candidate.
+    """
+    best = None
+    for row in history:
+        if math.isfinite(row["test_loss"]) and (best is None or row["test_loss"] < best["test_loss"]):
+            best = row
+    return None if best is None else best["epoch"]
+
+
 @dataclasses.dataclass
 class TrainResult:
     """Outcome of :func:`train`.
@@ -134,6 +149,8 @@ class TrainResult:
         only; :func:`train` raises :class:`NonFiniteLossError` instead).
     n_devices: how many devices each mini-batch was split across.
     seconds: wall time of this call by :data:`TIME_KEYS` (shared by every run of a batch).
+    best_policy, best_epoch: with ``keep_best=True``, the policy of the lowest test loss in
+        ``history`` and its epoch (:func:`best_epoch`); else None.
     """
 
     policy: Any
@@ -144,6 +161,8 @@ class TrainResult:
     diverged_at_epoch: int | None = None
     n_devices: int = 1
     seconds: dict = dataclasses.field(default_factory=dict)
+    best_policy: Any = None
+    best_epoch: int | None = None
 
 
 @dataclasses.dataclass(frozen=True)
@@ -153,7 +172,9 @@ class TrainState:
     params: the trainable leaves (``trainable(policy)[0]``). opt_state: the
     optimizer's state. history: the metric rows of epochs 1..epoch.
     initial: the losses before any update. diverged_at: the epoch whose loss
-    was not finite, or None.
+    was not finite, or None. best_params: with ``keep_best``, the trainable
+    leaves of epoch :func:`best_epoch` ``(history)`` (None if no row is finite);
+    None without it.
     """
 
     epoch: int
@@ -162,6 +183,7 @@ class TrainState:
     history: list[dict]
     initial: dict
     diverged_at: int | None = None
+    best_params: Any = None
 
 
 def checkpoint_due(epoch: int, epochs: int, every: int) -> bool:
@@ -187,13 +209,18 @@ def check_data(policy: Any, problem: ControlProblem, train_x: Any, test_x: Any) 
             raise ValueError(f"the {name}: {err}") from None
 
 
-def check_start(start: TrainState, params: Any, opt_state: Any, epochs: int) -> None:
+def check_start(start: TrainState, params: Any, opt_state: Any, epochs: int, keep_best: bool = False) -> None:
     def like(tree):
         leaves, treedef = jax.tree.flatten(tree)
         return treedef, [(np.shape(a), a.dtype if hasattr(a, "dtype") else np.result_type(type(a))) for a in leaves]
 
     if like((start.params, start.opt_state)) != like((params, opt_state)):
         raise ValueError("the start state's parameters or optimizer state do not match this policy and optimizer; start afresh")
+    if keep_best and best_epoch(start.history) is not None and (start.best_params is None or like(start.best_params) != like(params)):
+        raise ValueError(
+            "keep_best=True, but the start state holds no best parameters matching this policy (it was saved without keep_best); "
+            "start afresh or continue without keep_best"
+        )
     rows = start.epoch if start.diverged_at is None else start.diverged_at
     if not 0 <= start.epoch <= epochs or len(start.history) != rows:
         raise ValueError(
@@ -223,9 +250,25 @@ class _Hooks:
     raise_on_divergence: bool
 
 
+@dataclasses.dataclass(frozen=True)
+class _Best:
+    """One run's best so far: the epoch of its lowest finite test loss (:func:`best_epoch`), that loss, and the
+    parameters it was evaluated on (on the host)."""
+
+    epoch: int | None = None
+    test_loss: float = math.inf
+    params: Any = None
+
+    @classmethod
+    def of(cls, start: TrainState) -> "_Best":
+        epoch = best_epoch(start.history)
+        return cls() if epoch is None else cls(epoch, start.history[epoch - 1]["test_loss"], start.best_params)
+
+
 @dataclasses.dataclass
 class _Progress:
-    """Where the runs stand after ``epoch`` epochs: the program's parameters and optimizer states, and each run's record."""
+    """Where the runs stand after ``epoch`` epochs: the program's parameters and optimizer states, and each run's
+    record; ``best``: each run's :class:`_Best` (None: not kept)."""
 
     epoch: int
     params: Any
@@ -233,6 +276,7 @@ class _Progress:
     histories: list[list[dict]]
     initial: list[dict]
     diverged: list[int | None]
+    best: list[_Best] | None = None
 
 
 def _validate(runs: _Runs, epochs: int, batch_size: int) -> None:
@@ -258,7 +302,12 @@ def _validate(runs: _Runs, epochs: int, batch_size: int) -> None:
 
 
 def _starting_states(
-    runs: _Runs, optimizer: optax.GradientTransformation, hyperparams: Sequence[Mapping[str, float]] | None, starts: Sequence[TrainState] | None, epochs: int
+    runs: _Runs,
+    optimizer: optax.GradientTransformation,
+    hyperparams: Sequence[Mapping[str, float]] | None,
+    starts: Sequence[TrainState] | None,
+    epochs: int,
+    keep_best: bool,
 ) -> tuple[list, list]:
     """Each run's parameters and optimizer state to train from: its policy's weights and the optimizer's
     state with the run's hyperparameters, or its start state (checked against those)."""
@@ -274,19 +323,33 @@ def _starting_states(
     if len(starts) != n or len({s.epoch for s in starts}) != 1:
         raise ValueError("train_batched: give one start state per run, all at the same epoch")
     for start, p, state in zip(starts, params, opt_states, strict=True):
-        check_start(start, p, state, epochs)
+        check_start(start, p, state, epochs, keep_best)
     return [s.params for s in starts], [s.opt_state for s in starts]
 
 
-def _begin(program: EpochProgram, starts: Sequence[TrainState] | None) -> _Progress:
+def _begin(program: EpochProgram, starts: Sequence[TrainState] | None, keep_best: bool) -> _Progress:
     """The runs before the first epoch to train: the losses before any update come from the epoch program itself."""
     n = program.n_runs
     if starts is not None:
+        best = [_Best.of(s) for s in starts] if keep_best else None
         return _Progress(starts[0].epoch, program.params, program.opt_state, [list(s.history) for s in starts],
-                         [dict(s.initial) for s in starts], [s.diverged_at for s in starts])  # fmt: skip
+                         [dict(s.initial) for s in starts], [s.diverged_at for s in starts], best)  # fmt: skip
     losses = program.per_run(np.asarray(program.losses(program.params, program.opt_state)))
     initial = [{"train_loss": float(a), "test_loss": float(b)} for a, b in losses]
-    return _Progress(0, program.params, program.opt_state, [[] for _ in range(n)], initial, [None] * n)
+    best = [_Best() for _ in range(n)] if keep_best else None
+    return _Progress(0, program.params, program.opt_state, [[] for _ in range(n)], initial, [None] * n, best)
+
+
+def _keep_best(progress: _Progress, rows: list[dict | None], program: EpochProgram) -> None:
+    """Keep, on the host, the parameters of each run whose test loss this epoch is below its best so far (ties keep
+    the earlier): the parameters the epoch's losses were evaluated on, which the epoch program returned."""
+    better = [i for i, row in enumerate(rows) if row is not None and math.isfinite(row["test_loss"]) and row["test_loss"] < progress.best[i].test_loss]
+    if not better:
+        return
+    host = program.per_run(jax.device_get(progress.params))
+    for i in better:
+        params = host[i] if program.n_runs == 1 else jax.tree.map(np.copy, host[i])  # not a view that keeps every run's arrays
+        progress.best[i] = _Best(progress.epoch, rows[i]["test_loss"], params)
 
 
 def _record(progress: _Progress, stats: Sequence, losses: Any, seconds: float, program: EpochProgram) -> list[dict | None]:
@@ -316,6 +379,8 @@ def _loop(program: EpochProgram, flows: Sequence[AbstractFlow], progress: _Progr
         began = time.perf_counter()
         progress.epoch += 1
         rows = _record(progress, stats, losses, seconds, program)
+        if progress.best is not None:
+            _keep_best(progress, rows, program)
         if progress.epoch == 1:
             for i, row in enumerate(rows):
                 if row is not None and row["update_sq_norm"] == 0.0 and _zero_means_no_gradient(flows[i]):
@@ -330,7 +395,8 @@ def _loop(program: EpochProgram, flows: Sequence[AbstractFlow], progress: _Progr
         if hooks.checkpoint is not None and checkpoint_due(progress.epoch, epochs, hooks.checkpoint_every):
             host = program.per_run(jax.device_get((progress.params, progress.opt_state)))
             hooks.checkpoint([
-                TrainState(progress.epoch, p, o, list(progress.histories[i]), progress.initial[i], progress.diverged[i])
+                TrainState(progress.epoch, p, o, list(progress.histories[i]), progress.initial[i], progress.diverged[i],
+                           None if progress.best is None else progress.best[i].params)
                 for i, (p, o) in enumerate(host)
             ])  # fmt: skip
         spent["record"] += time.perf_counter() - began
@@ -348,12 +414,15 @@ def _fit(
     hyperparams: Sequence[Mapping[str, float]] | None,
     starts: Sequence[TrainState] | None,
     hooks: _Hooks,
+    keep_best: bool,
 ) -> list[TrainResult]:
     """The training behind :func:`train` (one run) and :func:`train_batched` (several): validate, compile one program, loop."""
     check_optimizer(optimizer)
     validate.integer("checkpoint_every", hooks.checkpoint_every, low=0, expected="0 (never) or a positive integer")
+    if not isinstance(keep_best, bool):
+        raise TypeError(f"keep_best={keep_best!r}; expected True (keep the parameters of the lowest test loss) or False")
     _validate(runs, epochs, batch_size)
-    params, opt_states = _starting_states(runs, optimizer, hyperparams, starts, epochs)
+    params, opt_states = _starting_states(runs, optimizer, hyperparams, starts, epochs, keep_best)
     static = trainable(runs.policies[0])[1]
     spent = dict.fromkeys(TIME_KEYS, 0.0)
     began = time.perf_counter()
@@ -361,14 +430,18 @@ def _fit(
         [eqx.combine(p, static) for p in params], runs.problem, runs.train_xs, runs.test_xs, flows=runs.flows,
         optimizer=optimizer, backward=backward, batch_size=batch_size, opt_states=opt_states, devices=devices,
     )  # fmt: skip
-    progress = _begin(program, starts)
+    progress = _begin(program, starts, keep_best)
     spent["compile"] = time.perf_counter() - began
     progress = _loop(program, runs.flows, progress, epochs, hooks, spent)
     finals = zip(program.per_run(progress.params), program.per_run(progress.opt_state), strict=True)
-    return [
-        TrainResult(eqx.combine(p, trainable(policy)[1]), o, progress.histories[i], progress.initial[i], spent["compile"], progress.diverged[i], program.n_devices, dict(spent))
-        for i, ((p, o), policy) in enumerate(zip(finals, runs.policies, strict=True))
-    ]
+    bests = progress.best or [_Best()] * program.n_runs
+    results = []
+    for i, ((p, o), policy, best) in enumerate(zip(finals, runs.policies, bests, strict=True)):
+        own = trainable(policy)[1]
+        kept = None if best.params is None else eqx.combine(jax.device_put(best.params), own)
+        results.append(TrainResult(eqx.combine(p, own), o, progress.histories[i], progress.initial[i], spent["compile"], progress.diverged[i],
+                                   program.n_devices, dict(spent), kept, best.epoch))  # fmt: skip
+    return results
 
 
 def train(
@@ -387,6 +460,7 @@ def train(
     start: TrainState | None = None,
     checkpoint: Callable[[TrainState], None] | None = None,
     checkpoint_every: int = 10,
+    keep_best: bool = False,
 ) -> TrainResult:
     """Train ``policy`` on ``problem`` with the paper's protocol.
 
@@ -407,6 +481,12 @@ def train(
             ``policy``'s weights; the result equals the uninterrupted run's.
         checkpoint: called with the :class:`TrainState` every
             ``checkpoint_every`` epochs (not after the last).
+        keep_best: also keep the parameters of the lowest test loss in the
+            history (:attr:`TrainResult.best_policy`, :func:`best_epoch`): row
+            ``k``'s test loss belongs to the parameters after epoch ``k``'s
+            updates, which the epoch program evaluated; ties keep the earlier
+            epoch. Kept on the host each epoch the loss improves (no extra
+            compile), saved in checkpoints, so a continued run keeps the same.
 
     A single run is a batch of one of :func:`train_batched`'s loop, with one
     difference: a run whose loss becomes non-finite raises.
@@ -423,7 +503,7 @@ def train(
     runs = _Runs([policy], problem, [train_x], [test_x], [flow])
     return _fit(
         runs, optimizer, epochs=epochs, batch_size=batch_size, backward=backward, devices=devices, hyperparams=None,
-        starts=None if start is None else [start], hooks=hooks,
+        starts=None if start is None else [start], hooks=hooks, keep_best=keep_best,
     )[0]  # fmt: skip
 
 
@@ -444,6 +524,7 @@ def train_batched(
     starts: Sequence[TrainState] | None = None,
     checkpoint: Callable[[list[TrainState]], None] | None = None,
     checkpoint_every: int = 10,
+    keep_best: bool = False,
 ) -> list[TrainResult]:
     """Train ``len(policies)`` runs as one compiled program; run ``i`` is ``(policies[i], train_xs[i], test_xs[i], hyperparams[i])``.
 
@@ -468,12 +549,13 @@ def train_batched(
     :func:`train`, every run's mini-batches are split across them.
     ``starts`` (one :class:`TrainState` per run, all at the same epoch) continues
     saved runs; ``checkpoint`` receives every run's state every
-    ``checkpoint_every`` epochs (not after the last).
+    ``checkpoint_every`` epochs (not after the last). ``keep_best``: as for
+    :func:`train`, each run keeps its own best parameters.
     """
     flows = [flow] * len(policies) if isinstance(flow, AbstractFlow) else list(flow)
     runs = _Runs(list(policies), problem, list(train_xs), list(test_xs), flows)
     hooks = _Hooks(on_epoch, checkpoint, checkpoint_every, raise_on_divergence=False)
     return _fit(
         runs, optimizer, epochs=epochs, batch_size=batch_size, backward=backward, devices=devices, hyperparams=hyperparams,
-        starts=starts, hooks=hooks,
+        starts=starts, hooks=hooks, keep_best=keep_best,
     )  # fmt: skip
