@@ -391,7 +391,7 @@ def test_reproduce_toy(capsys, tmp_path):
     finals = {line.split()[3]: float(line.split()[-1]) for line in out.splitlines() if line.startswith("Adam on the")}
     assert set(finals) == {"gradient", "rotated", "combined"}
     assert finals["gradient"] < finals["combined"] < finals["rotated"]
-    assert {p.name for p in tmp_path.iterdir()} == {"figure1_fields.png", "figure2_adam.png"}
+    assert {p.name for p in tmp_path.iterdir()} == {"figure1_fields.png", "figure2_adam.png", "toy.json"}
 
 
 def test_animate(trained, capsys, tmp_path):
