@@ -194,7 +194,7 @@ def test_drawn_data_is_accepted_exactly_when_it_can_train():
     assert sum(seen.values()) >= DATA_CASES and seen["accepted"] > 1 and seen["refused"] > 0
 
 
-SIZE_CASES = 60
+SIZE_CASES = 40
 # Writers with valid options otherwise, and the size options each takes.
 SIZED = [
     (["train", "cartpole", "--quiet", "--out", "run"], ["--epochs", "--n-train", "--n-test", "--steps", "--poles", "--batch-size", "--seed", "--checkpoint-every", "--remat"]),
@@ -245,7 +245,7 @@ def test_drawn_sizes_up_to_2_70_reach_the_stubbed_work_or_fail_in_one_line(stubb
 
 
 # --- damaged and missing files -------------------------------------------------------------------------------------
-FILE_CASES = 80
+FILE_CASES = 50
 SAME = ["cartpole", "--poles", "1", "--steps", "5", "--epochs", "2", "--n-train", "8", "--n-test", "8", "--method", "R", "--quiet"]
 SWEEP = ["reproduce", "cartpole", "--epochs", "1", "--seeds", "1", "--levels", "1", "--methods", "R", "--clips", "none", "--quiet"]
 # file → the commands that read it
