@@ -292,6 +292,7 @@ def _add_lq_options(p: argparse.ArgumentParser, name: str) -> None:
     p.add_argument("--out", type=Path, metavar="DIR", required=True, help="output directory of the table")
     p.add_argument("--epochs", type=_positive_int, metavar="N", default=None, help="full-batch Adam steps per run (default 4000)")
     p.add_argument("--methods", type=_methods(), metavar="LIST", default=None, help="comma-separated methods (default R,M,C)")
+    _add_quiet_option(p)
 
 
 def _add_sweep_options(p: argparse.ArgumentParser, name: str) -> None:
@@ -544,7 +545,7 @@ def _reproduce_lq(args) -> int:
     from .paper.lq import LQSpec, run_lq, table_markdown
 
     spec = LQSpec(**({"epochs": args.epochs} if args.epochs else {}), **({"methods": tuple(args.methods)} if args.methods else {}))
-    print(table_markdown(spec, run_lq(spec, args.out)), end="")
+    print(table_markdown(spec, run_lq(spec, args.out, progress=not args.quiet)), end="")
     print(f"table in {args.out}")
     return 0
 
@@ -663,10 +664,10 @@ def _animate(args) -> int:
 def _bench(args) -> int:
     from .atomic import atomic_write_text
     from .runs.rundir import claim_output
-    from .tools.bench import format_bench_table, run_bench
+    from .tools.bench import format_bench_table, is_bench_table, run_bench
 
     if args.out is not None:
-        claim_output(args.out, file=True)
+        claim_output(args.out, file=True, what="table written by 'stablebptt bench'", mine=is_bench_table, not_in=_output_markers())
     rows = run_bench(args.tasks, args.methods, epochs=args.epochs, runs=args.runs, dtype="float64" if args.x64 else "float32")
     table = format_bench_table(rows)
     print(table, end="")
@@ -675,6 +676,18 @@ def _bench(args) -> int:
         atomic_write_text(args.out, table)
         print(f"table in {args.out}")
     return 0
+
+
+def _output_markers() -> dict[str, str]:
+    """The marker file of every command's output folder → what that folder holds."""
+    from .paper import brax_peer, lq, toy
+    from .runs import compare, rundir
+    from .sweeps import run as sweep
+
+    return {
+        rundir.CONFIG: "run", compare.COMPARE_CONFIG: "comparison", sweep.SWEEP_CONFIG: "sweep",
+        brax_peer.PEER_CONFIG: "Brax comparison", toy.TOY_CONFIG: "set of toy figures", lq.LQ_CONFIG: "LQ table",
+    }  # fmt: skip
 
 
 class _Console(logging.Handler):

@@ -391,7 +391,17 @@ def test_reproduce_toy(capsys, tmp_path):
     finals = {line.split()[3]: float(line.split()[-1]) for line in out.splitlines() if line.startswith("Adam on the")}
     assert set(finals) == {"gradient", "rotated", "combined"}
     assert finals["gradient"] < finals["combined"] < finals["rotated"]
-    assert {p.name for p in tmp_path.iterdir()} == {"figure1_fields.png", "figure2_adam.png"}
+    assert {p.name for p in tmp_path.iterdir()} == {"figure1_fields.png", "figure2_adam.png", "toy.json"}
+
+
+@pytest.mark.parametrize("quiet", [False, True])
+def test_reproduce_lq_shows_progress_unless_quiet(capsys, tmp_path, monkeypatch, quiet):
+    from stablebptt.paper import lq
+
+    asked = []
+    monkeypatch.setattr(lq, "run_lq", lambda spec, out, *, progress: asked.append((spec.epochs, progress)) or [])
+    code, _, _ = run(capsys, "reproduce", "lq", "--epochs", "5", "--out", tmp_path, *(["--quiet"] if quiet else []))
+    assert code == 0 and asked == [(5, not quiet)]
 
 
 def test_animate(trained, capsys, tmp_path):

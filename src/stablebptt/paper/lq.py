@@ -11,14 +11,17 @@ and the table reports where each ends: the distance to ``θ*`` and the loss gap.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import json
+import logging
 from pathlib import Path
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 import optax
+from tqdm.auto import tqdm
 
 from .. import tables, validate
 from ..atomic import atomic_write_text
@@ -30,7 +33,12 @@ from ..training import train
 from ..engine.updates import value_and_update
 from ..runs import rundir
 
-__all__ = ["LQSpec", "polynomial_loss", "optimum", "run_lq", "TABLE_COLUMNS"]
+__all__ = ["LQSpec", "polynomial_loss", "optimum", "run_lq", "TABLE_COLUMNS", "LQ_CONFIG"]
+
+log = logging.getLogger(__name__)
+
+LQ_CONFIG = "lq.json"
+"""The marker of an LQ table's folder: the :class:`LQSpec` it was made with."""
 
 TABLE_COLUMNS = (
     "control_cost", "start", "method", "theta_0", "theta_1", "theta_star_0", "theta_star_1",
@@ -84,12 +92,22 @@ def optimum(config: linear.LinearConfig, x0: np.ndarray) -> tuple[np.ndarray, fl
     return np.reshape(best.x, (1, 2)), float(best.fun)
 
 
-def run_lq(spec: LQSpec, out: Path) -> list[dict]:
-    """Train every control cost × start × method; write ``table.csv`` and ``table.md`` into ``out``."""
+def run_lq(spec: LQSpec, out: Path, *, progress: bool = False) -> list[dict]:
+    """Train every control cost × start × method; write ``table.csv`` and ``table.md`` into ``out``.
+
+    ``out`` must be empty, missing or an earlier LQ folder (marked by :data:`LQ_CONFIG`, whose table is
+    replaced). What it does is logged (INFO); ``progress``: a progress bar (tqdm, on stderr) over every epoch.
+    """
     out = Path(out)
-    rundir.claim_output(out)
+    spec_dict = dataclasses.asdict(spec)
+    rundir.claim_output(out, marker=LQ_CONFIG, what="LQ table", settings=json.loads(json.dumps(spec_dict)), overwrite=True)
+    starts = ("zero gain", "θ* + 0.1")
+    trainings = len(spec.control_costs) * len(starts) * len(spec.methods)
+    log.info("LQ check: %d trainings of %d full-batch epochs (control costs %s, methods %s) into %s",
+             trainings, spec.epochs, ", ".join(f"{rho:g}" for rho in spec.control_costs), ",".join(spec.methods), out)  # fmt: skip
+    bar = tqdm(total=trainings * spec.epochs, desc="lq", unit="epoch", disable=not progress)
     rows = []
-    with float64():
+    with float64(), contextlib.closing(bar):
         for rho in spec.control_costs:
             config = linear.LinearConfig(control_cost=rho)
             task = linear.make_task(config)
@@ -100,11 +118,13 @@ def run_lq(spec: LQSpec, out: Path) -> list[dict]:
                 method: float(optax.tree_utils.tree_norm(value_and_update(flow, linear.LinearFeedback(jnp.asarray(theta_star)), task.problem, x0)[1]))
                 for method, flow in flows.items()
             }
-            for start_name, start in (("zero gain", np.zeros((1, 2))), ("θ* + 0.1", theta_star + 0.1)):
+            for start_name, start in zip(starts, (np.zeros((1, 2)), theta_star + 0.1)):
                 for method, flow in flows.items():
+                    bar.set_postfix_str(f"ρ={rho:g}, {start_name}, {method}")
                     result = train(
                         linear.LinearFeedback(jnp.asarray(start)), task.problem, x0, x0, flow=flow,
                         optimizer=make_optimizer("none", spec.learning_rate), epochs=spec.epochs, batch_size=spec.n_states,
+                        on_epoch=lambda _: bar.update(),
                     )  # fmt: skip
                     theta = np.asarray(result.policy.gain)
                     at_end = value_and_update(flow, result.policy, task.problem, x0)[1]
@@ -119,7 +139,7 @@ def run_lq(spec: LQSpec, out: Path) -> list[dict]:
     out.mkdir(parents=True, exist_ok=True)
     atomic_write_text(out / "table.csv", rundir.csv_text(TABLE_COLUMNS, rows))
     atomic_write_text(out / "table.md", table_markdown(spec, rows))
-    atomic_write_text(out / "lq.json", json.dumps(dataclasses.asdict(spec), indent=2) + "\n")
+    atomic_write_text(out / LQ_CONFIG, json.dumps(spec_dict, indent=2) + "\n")  # the marker as this command always wrote it
     return rows
 
 

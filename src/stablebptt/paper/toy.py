@@ -19,10 +19,12 @@ from ..tasks import toy
 from ..engine.updates import value_and_update
 from ..runs import rundir
 
-__all__ = ["Figure1Data", "Figure2Data", "figure1_data", "figure2_data", "reproduce_toy", "FIGURE1", "FIGURE2"]
+__all__ = ["Figure1Data", "Figure2Data", "figure1_data", "figure2_data", "reproduce_toy", "FIGURE1", "FIGURE2", "TOY_CONFIG"]
 
 log = logging.getLogger(__name__)
 FIGURE1, FIGURE2 = "figure1_fields.png", "figure2_adam.png"
+TOY_CONFIG = "toy.json"
+"""The marker of a folder of toy figures: the settings they were drawn with."""
 
 
 @dataclasses.dataclass(frozen=True)
@@ -91,12 +93,16 @@ def figure2_data(theta0=(2.0, 4.0), learning_rate: float = 0.1, steps: int = 200
 
 
 def reproduce_toy(out: Path) -> dict:
-    """Write both toy figures into ``out`` and return the final loss of each Adam run (each also logged, INFO)."""
+    """Write both toy figures into ``out`` and return the final loss of each Adam run (each also logged, INFO).
+
+    ``out`` must be empty, missing or an earlier folder of toy figures (marked by :data:`TOY_CONFIG`).
+    """
     out = Path(out)
-    rundir.claim_output(out)
-    out.mkdir(parents=True, exist_ok=True)
-    plots.save_figure(plots.toy_figure1(figure1_data()), out / FIGURE1)
-    data = figure2_data()
+    fig1, fig2 = {"n": 41, "limit": 4.0}, {"theta0": (2.0, 4.0), "learning_rate": 0.1, "steps": 200}
+    settings = {"figure1": fig1, "figure2": {**fig2, "theta0": list(fig2["theta0"])}}
+    rundir.claim_output(out, marker=TOY_CONFIG, what="set of toy figures", settings=settings, overwrite=True, unmarked=(FIGURE1, FIGURE2))
+    plots.save_figure(plots.toy_figure1(figure1_data(**fig1)), out / FIGURE1)
+    data = figure2_data(**fig2)
     plots.save_figure(plots.toy_figure2(data), out / FIGURE2)
     finals = {name: float(data.losses[name][-1]) for name in data.names}
     for name, value in finals.items():

@@ -22,9 +22,10 @@ import logging
 import math
 import os
 import shutil
+import stat
 import tempfile
 from pathlib import Path
-from typing import Any, Callable, Iterable
+from typing import Any, Callable, Iterable, Mapping
 
 from .. import validate
 from ..atomic import atomic_write_text
@@ -43,6 +44,7 @@ __all__ = [
     "CHECKPOINT",
     "RunDirError",
     "claim_output",
+    "output_kind",
     "partial_path",
     "csv_text",
     "MetricsWriter",
@@ -82,6 +84,8 @@ def _check_place(path: Path, kind: str, flag: str) -> None:
         raise RunDirError(f"{flag} {path} is a file, not a directory; choose another {flag}")
     if kind == "file" and path.is_dir():
         raise RunDirError(f"{flag} {path} is a directory; give a file name")
+    if kind == "file" and (path.is_symlink() or path.exists()) and not stat.S_ISREG(path.lstat().st_mode):
+        raise RunDirError(f"{flag} {path} exists and is not a regular file (a link, FIFO, socket or device); give a new file name")
     parent = path.parent
     try:
         parent.mkdir(parents=True, exist_ok=True)
@@ -102,6 +106,9 @@ def claim_output(
     overwrite: bool | None = None,
     ignore: Iterable[str] = (),
     merge: Callable[[], dict] | None = None,
+    mine: Callable[[Path], bool] | None = None,
+    unmarked: Iterable[str] = (),
+    not_in: Mapping[str, str] | None = None,
 ) -> None:
     """Claim ``out`` for a command's results before any work, or raise a one-line :class:`RunDirError`.
 
@@ -121,16 +128,44 @@ def claim_output(
       command cannot replace what is there; False/True for commands with
       ``--overwrite`` (True: the folder's settings are replaced). The folder
       is then made and the marker written: ``settings``, or ``merge()`` (the
-      folder's settings joined with these) if it held some.
+      folder's settings joined with these) if it held some. ``unmarked``: the
+      files such a folder held before the command wrote its marker; a folder
+      holding only those counts as one of its own;
+    * with ``file=True``: an existing ``out`` must be a regular file (never a
+      link, FIFO or device) and, with ``mine``, one this command wrote
+      (``mine(out)``); with ``not_in`` (marker file → what it marks, as
+      :func:`output_kind` reads them) ``out`` must not go into another
+      command's folder.
     """
     out = Path(out)
     _check_place(out, "file" if file else "directory", "--out")
+    if file and not_in and (kind := output_kind(out.parent, not_in)):
+        raise RunDirError(f"--out {out} would go into {out.parent}, the folder of a {kind}; choose a file outside it")
+    if file and mine is not None and out.is_file() and not mine(out):
+        raise RunDirError(f"--out {out} exists and is not a {what or 'file this command wrote'}; choose another --out or move that file away")
     if marker is None:
         return
-    held = _refuse_other_settings(out, marker, what, settings or {}, overwrite=overwrite, ignore=ignore)
+    names = {p.name for p in out.iterdir()} if out.is_dir() else set()
+    if names and names <= set(unmarked):
+        held = False  # one of its own from before the marker
+    else:
+        held = _refuse_other_settings(out, marker, what, settings or {}, overwrite=overwrite, ignore=ignore)
     out.mkdir(parents=True, exist_ok=True)
     written = merge() if held and merge is not None else settings or {}
     atomic_write_text(out / marker, json.dumps(written, indent=2, sort_keys=True) + "\n")
+
+
+def output_kind(folder: Path, markers: Mapping[str, str]) -> str | None:
+    """What ``folder`` holds by the marker files in ``markers`` (file name → what it marks), or None.
+
+    A run is recognised by its :data:`CONFIG` together with its :data:`METRICS`
+    (a ``config.json`` alone is too common a name).
+    """
+    folder = Path(folder)
+    for marker, what in markers.items():
+        if (folder / marker).is_file() and (marker != CONFIG or (folder / METRICS).is_file()):
+            return what
+    return None
 
 
 def partial_path(out: Path) -> Path:

@@ -17,6 +17,7 @@ import math
 import statistics
 import time
 from collections.abc import Callable, Sequence
+from pathlib import Path
 from typing import Any
 
 import jax
@@ -33,12 +34,16 @@ from ..runs.single import build
 __all__ = [
     "bench_program",
     "format_bench_table",
+    "is_bench_table",
     "matmul_peak",
     "parse_names",
     "run_bench",
 ]
 
 log = logging.getLogger(__name__)
+
+TITLE = "# stablebptt bench"
+"""The first line of every table :func:`format_bench_table` writes."""
 
 
 # --- matmul peak -------------------------------------------------------------
@@ -197,6 +202,12 @@ def _num(x: float) -> str:
     return f"{x:.{max(0, 3 - math.floor(math.log10(abs(x))))}f}"
 
 
+def is_bench_table(path: Path) -> bool:
+    """Whether the file at ``path`` begins as a table of :func:`format_bench_table` does (so that ``bench --out`` may replace it)."""
+    with open(path, "rb") as f:
+        return f.read(len(TITLE) + 1) == (TITLE + "\n").encode()
+
+
 def format_bench_table(rows: Sequence[dict]) -> str:
     """The rows of :func:`run_bench` as markdown: a header naming device, dtype and JAX, then the table."""
     if not rows:
@@ -205,7 +216,7 @@ def format_bench_table(rows: Sequence[dict]) -> str:
     size = first["peak_size"]
     epochs = f"{first['epochs']} timed epoch" + ("s" if first["epochs"] != 1 else "")
     lines = [
-        "# stablebptt bench",
+        TITLE,
         "",
         f"device: {first['device']}; dtype {first['dtype']}; JAX {first['jax_version']}  ",
         f"matmul peak: {_num(first['peak_gflops_per_second'])} GFLOP/s ({size}×{size} {first['dtype']} matrix product)  ",
