@@ -394,6 +394,7 @@ def test_damaged_or_missing_files_are_refused_in_one_line_and_change_nothing(who
     check()
     print(f"\nfuzzed damaged files: {seen}; nothing to do: {sorted(kept)}")
     assert sum(seen.values()) == FILE_CASES and seen["refused"] > 0 and seen["trained"] > 0
+    assert not [k for k in kept if k.startswith("train with run/") and "wrong type" not in k], kept  # a damaged run is never "finished"
 
 
 HOLD = """

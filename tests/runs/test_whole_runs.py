@@ -21,6 +21,10 @@ def finished(tmp_path_factory):
 
 DAMAGE = {
     "params removed": (lambda run: (run / rundir.PARAMS).unlink(), "params.eqx missing"),
+    "params garbage": (lambda run: (run / rundir.PARAMS).write_text("{}"), "params.eqx damaged"),
+    "params cut short": (
+        lambda run: (run / rundir.PARAMS).write_bytes((run / rundir.PARAMS).read_bytes()[:-5]), "params.eqx damaged"
+    ),
     "metrics garbage": (lambda run: (run / rundir.METRICS).write_text("epoch,batch_loss\nnot,a number\n"), "metrics.csv missing or damaged"),
     "a metric row lost": (
         lambda run: (run / rundir.METRICS).write_text("".join((run / rundir.METRICS).read_text().splitlines(keepends=True)[:-1])),

@@ -288,11 +288,34 @@ def run_gaps(run_dir: Path, *, params: bool = True) -> list[str]:
             gaps.append(f"{METRICS} has {len(rows)} rows for {epochs_run} epochs")
     except RunDirError:
         gaps.append(f"{METRICS} missing or damaged")
-    if params and status == "finished" and not (run_dir / PARAMS).is_file():
-        gaps.append(f"{PARAMS} missing")
-    if params and status == "finished" and config is not None and config.keep == "best" and not (run_dir / BEST_PARAMS).is_file():
-        gaps.append(f"{BEST_PARAMS} missing (the run keeps its best controller)")
+    if params and status == "finished":
+        wanted = [PARAMS] + ([BEST_PARAMS] if config is not None and config.keep == "best" else [])
+        for name in wanted:
+            if not (run_dir / name).is_file():
+                gaps.append(f"{name} missing" + (" (the run keeps its best controller)" if name == BEST_PARAMS else ""))
+            elif not is_leaf_file(run_dir / name):
+                gaps.append(f"{name} damaged")
     return gaps
+
+
+def is_leaf_file(path: Path) -> bool:
+    """Whether ``path`` parses as Equinox's serialised leaves: one or more ``.npy`` records, end to end.
+
+    Checks the file's form, not that its leaves fit a given policy (that needs the
+    task's network; loading it does that check).
+    """
+    import numpy as np
+
+    try:
+        size = path.stat().st_size
+        with open(path, "rb") as f:
+            records = 0
+            while f.tell() < size:
+                np.load(f, allow_pickle=False)
+                records += 1
+    except (OSError, ValueError, EOFError):
+        return False
+    return records > 0
 
 
 def claimed_by(out: Path, marker: str, what: str) -> bool:
