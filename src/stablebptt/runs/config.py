@@ -9,6 +9,7 @@ from typing import Any, Mapping
 import jax
 
 from .. import validate
+from . import memory
 from ..engine.remat import check_remat, segment_length
 from ..engine.flows import AbstractFlow, flow_from_name
 from ..engine.optim import ADAM_FORMS, CLIP_MODES, make_optimizer
@@ -31,6 +32,7 @@ class RunConfig:
     same machine type and close ones on another CPU.
     ``remat``: steps per checkpointed rollout segment (0: none; ``True``:
     ``ceil(√n_steps)``, spelled out by :meth:`resolved`).
+    Sizes whose memory estimate exceeds the machine's are refused (:mod:`stablebptt.runs.memory`).
     """
 
     task: str = "cartpole"
@@ -60,6 +62,7 @@ class RunConfig:
         batch_count(self.n_train, self.batch_size)  # the batch must fit the training set and divide it
         task_config(self.task, **self.task_options).check_trainable()  # the task's options, then its own rules for a run
         check_remat(self.remat)
+        memory.check_fits(self)  # before any array is built: sizes the machine cannot hold are refused here
 
     def resolved(self) -> "RunConfig":
         """The same run with every task option and the checkpoint segment length spelled out."""
