@@ -104,8 +104,8 @@ def check_fits(config: Any, *, together: Mapping[str, int] | None = None, apart:
     if not config.remat and estimate(config, t, a, remat=True) <= have:
         fix += " or add --remat (checkpointed rollouts)"
     what = "states, the rollout kept for the backward pass, weights, metrics"
-    who = f"{label}={value}" if name else "these settings"
-    raise ValueError(f"{who} needs about {format_bytes(need)} of memory ({what}), more than this machine's {format_bytes(have)}; {fix}")
+    who = f"{label}={value} needs" if name else "these settings need"
+    raise ValueError(f"{who} about {format_bytes(need)} of memory ({what}), more than this machine's {format_bytes(have)}; {fix}")
 
 
 def _culprit(config: Any, together: dict[str, int], apart: dict[str, int], need: int) -> tuple[str, str, Any]:
