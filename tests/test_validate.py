@@ -39,6 +39,12 @@ from stablebptt.tasks.repulsion import RepulsionConfig
         (lambda: validate.names(" , ", "method", "RMC"), "no method given; choose one or more of R, M, C"),
         (lambda: validate.distinct("levels", [1.0, 1.0]), "levels [1.0, 1.0] names one value twice"),
         (lambda: validate.known_settings("config", {"epochs": 1, "epochz": 2}, ["epochs"]), "config has unknown setting 'epochz'"),
+        # beyond 64 bits: refused as values, whatever the range allows; too long to print: named by its bits
+        (lambda: validate.integer("seed", 2**63, low=0), "seed=9223372036854775808; expected a non-negative integer that fits in 64 bits (|x| < 2**63)"),
+        (lambda: validate.integer("offset", -(2**63) - 1), "offset=-9223372036854775809; expected an integer that fits in 64 bits (|x| < 2**63)"),
+        (lambda: validate.positive_int(None, 2**70), "1180591620717411303424 must be a positive integer that fits in 64 bits (|x| < 2**63)"),
+        (lambda: validate.positive_int("epochs", 10**5000), "epochs=<a 16610-bit integer>; expected a positive integer that fits in 64 bits (|x| < 2**63)"),
+        (lambda: validate.number("learning_rate", 10**400, positive=True), "learning_rate=<a 1329-bit integer>; expected a positive finite number"),
     ],
 )
 def test_each_kind_of_bad_value_has_its_one_line_message(check, message):
@@ -49,6 +55,8 @@ def test_each_kind_of_bad_value_has_its_one_line_message(check, message):
 
 def test_good_values_pass_through():
     assert validate.positive_int("epochs", 3) == 3
+    assert validate.integer("seed", 2**63 - 1, low=0) == 2**63 - 1 and validate.integer("offset", -(2**63) + 1) == -(2**63) + 1  # 64 bits
+    assert validate.number("gravity", 10**300) == 10**300  # an integer a float holds
     assert validate.number("rc", 0, low=0) == 0
     assert validate.choice("task", "cartpole", {"cartpole": None}) == "cartpole"
     assert validate.names("r, c,", "method", "RMC", upper=True) == ["R", "C"]
@@ -73,6 +81,8 @@ def test_differences_name_nested_settings_and_leave_out_ignored_ones():
         (lambda: RunConfig(learning_rate=True), "learning_rate=True; expected a positive finite number"),
         (lambda: RunConfig(clip="max"), "unknown clip mode 'max'; choose one of none, value, norm"),
         (lambda: RunConfig(seed=-2), "seed=-2; expected a non-negative integer"),
+        (lambda: RunConfig(seed=99999999999999999999), "seed=99999999999999999999; expected a non-negative integer that fits in 64 bits (|x| < 2**63)"),
+        (lambda: RunConfig(task_options={"n_steps": 2**64}), "cartpole: n_steps=18446744073709551616; expected a positive integer that fits in 64 bits (|x| < 2**63)"),
         (lambda: RunConfig(task="pendulum"), "unknown task 'pendulum'; choose one of cartpole, repulsion, quantum, brax, linear"),
         (lambda: RunConfig.from_dict({"epochz": 3}), "config has unknown setting 'epochz'"),
         (lambda: SweepSpec.from_preset("pendulum"), "unknown experiment 'pendulum'; choose one of cartpole, repulsion, quantum"),

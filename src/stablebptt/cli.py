@@ -595,7 +595,7 @@ def _reproduce_brax(args) -> int:
 
     options = {"env": args.env, "n_steps": args.steps, "epochs": args.epochs, "n_train": args.n_train}
     spec = PeerSpec(**{k: v for k, v in options.items() if v is not None},
-                    **({"seeds": tuple(range(42, 42 + args.seeds))} if args.seeds else {}),
+                    **({"seeds": range(42, 42 + args.seeds)} if args.seeds else {}),
                     **({"methods": tuple(args.methods)} if args.methods else {}))  # fmt: skip
     run_peer(spec, args.out, progress=not args.quiet, **_checkpoint_every(args))
     print((args.out / "table.md").read_text(encoding="utf-8"), end="")
@@ -732,6 +732,7 @@ def _diagnose(args) -> int:
 
     from .atomic import atomic_write_text
     from .plots import save_figure
+    from .runs import memory
     from .runs.config import RunConfig
     from .runs.lock import hold
     from .runs.rundir import claim_output
@@ -745,9 +746,8 @@ def _diagnose(args) -> int:
     n = args.batches * args.batch_size
     if n > args.n_train:
         raise ValueError(f"--batches {args.batches} of --batch-size {args.batch_size} need {n} training states; give --n-train {n} or more")
-    config = RunConfig.from_options(
-        vars(args), task_options=task_options, epochs=max(args.warmup, 1), n_test=args.batch_size, dtype="float64" if args.x64 else "float32"
-    )
+    config = RunConfig.from_options(vars(args), task_options=task_options, epochs=1, n_test=args.batch_size, dtype="float64" if args.x64 else "float32")
+    memory.check_fits(config, apart={"warmup": args.warmup})  # the warm-up's metrics: one row per epoch
     knob = DIFFICULTY[config.task]
     setting = f"{config.task} {knob.replace('n_', '')} {config.task_options[knob]}"
     out = args.out or Path("runs") / f"diagnose-{setting.replace(' ', '-')}"

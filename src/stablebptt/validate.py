@@ -18,11 +18,21 @@ import math
 from collections.abc import Iterable, Mapping
 from typing import Any
 
-__all__ = ["integer", "positive_int", "number", "choice", "names", "distinct", "known_settings", "differences"]
+__all__ = ["INT64_MAX", "integer", "positive_int", "number", "choice", "names", "distinct", "known_settings", "differences"]
+
+INT64_MAX = 2**63 - 1
+"""The largest integer a setting may hold: every count and seed ends up in a 64-bit integer (NumPy, XLA)."""
+
+
+def _show(value: Any) -> str:
+    """``repr(value)``, or ``<a 3322-bit integer>`` for an integer too long to print usefully (or at all)."""
+    if isinstance(value, int) and not isinstance(value, bool) and abs(value) >= 10**40:
+        return f"<a {value.bit_length()}-bit integer>"
+    return repr(value)
 
 
 def _fail(name: str | None, value: Any, expected: str) -> None:
-    raise ValueError(f"{value!r} must be {expected}" if name is None else f"{name}={value!r}; expected {expected}")
+    raise ValueError(f"{_show(value)} must be {expected}" if name is None else f"{name}={_show(value)}; expected {expected}")
 
 
 def _int_range(low: int | None, high: int | None) -> str:
@@ -32,9 +42,14 @@ def _int_range(low: int | None, high: int | None) -> str:
 
 
 def integer(name: str | None, value: Any, *, low: int | None = None, high: int | None = None, expected: str | None = None) -> int:
-    """``value`` if it is an ``int`` (a bool is not) within ``low..high``; ``expected`` words the range in the message."""
+    """``value`` if it is an ``int`` (a bool is not) within ``low..high``; ``expected`` words the range in the message.
+
+    Beyond 64 bits (``|value| > 2**63 - 1``) an integer is refused whatever the range.
+    """
     if isinstance(value, bool) or not isinstance(value, int) or (low is not None and value < low) or (high is not None and value > high):
         _fail(name, value, expected or _int_range(low, high))
+    if abs(value) > INT64_MAX:
+        _fail(name, value, f"{expected or _int_range(low, high)} that fits in 64 bits (|x| < 2**63)")
     return value
 
 
@@ -43,9 +58,12 @@ def positive_int(name: str | None, value: Any, *, expected: str | None = None) -
     return integer(name, value, low=1, expected=expected)
 
 
+_FLOAT_MAX = 1.7976931348623157e308  # sys.float_info.max; an int beyond it (or inf, nan) is not a finite float
+
+
 def number(name: str | None, value: Any, *, positive: bool = False, low: float | None = None, expected: str | None = None) -> float:
     """``value`` if it is a finite real number (a bool is not), ``> 0`` if ``positive``, ``>= low`` if given."""
-    ok = isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+    ok = isinstance(value, (int, float)) and not isinstance(value, bool) and abs(value) <= _FLOAT_MAX
     if not ok or (positive and value <= 0) or (low is not None and value < low):
         default = "a positive finite number" if positive else ("a finite number" if low is None else f"a finite number >= {low:g}")
         _fail(name, value, expected or default)

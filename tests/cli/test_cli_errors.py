@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 import shutil
 from pathlib import Path
 
@@ -144,3 +145,65 @@ def test_an_existing_gif_is_replaced_and_a_default_out_in_an_unwritable_folder_i
     assert main(["train", "cartpole", *FAST]) == 2  # the default --out is runs/... under the working folder
     err = capsys.readouterr().err.strip()
     assert err.count("\n") == 0 and "cannot be written" in err
+
+
+BIG = "1000000000000"  # 1e12 as an integer: the command line reads "1e12" as no integer at all (a row below)
+OUT = ["--quiet", "--out", "{out}"]
+# (name, argv, what the one line must name) — {out}: a path that must not exist afterwards, {config}: a config.json
+SIZES = [
+    ("--seed beyond 64 bits", ["train", "cartpole", "--seed", "99999999999999999999", *OUT], "argument --seed: 99999999999999999999"),
+    ("--seed beyond 64 bits, diagnose", ["diagnose", "cartpole", "--seed", "99999999999999999999", "--out", "{out}"], "argument --seed"),
+    ("--epochs 2**70", ["train", "cartpole", "--epochs", str(2**70), *OUT], "argument --epochs"),
+    ("--n-train 1e12 as written", ["train", "cartpole", "--n-train", "1e12", *OUT], "argument --n-train: '1e12' is not an integer"),
+    ("--n-train 1e12", ["train", "cartpole", "--n-train", BIG, *OUT], "n_train=1000000000000"),
+    ("--n-test 1e12", ["train", "cartpole", "--n-test", BIG, *OUT], "n_test=1000000000000"),
+    ("--poles 1e12", ["train", "cartpole", "--poles", BIG, *OUT], "--poles"),
+    ("--drivers 1e12", ["train", "repulsion", "--drivers", BIG, *OUT], "--drivers"),
+    ("--evaders 1e6", ["compare", "repulsion", "--evaders", "1000000", *OUT], "--evaders"),
+    ("--steps 1e12", ["train", "cartpole", "--steps", BIG, *OUT], "--steps"),
+    ("--steps 1e12, Brax", ["reproduce", "brax", "--steps", BIG, *OUT], "--steps"),
+    ("--epochs 1e12", ["train", "quantum", "--epochs", BIG, *OUT], "--epochs"),
+    ("--warmup 1e12", ["diagnose", "cartpole", "--warmup", BIG, "--out", "{out}"], "--warmup"),
+    ("reproduce --seeds 1e12", ["reproduce", "cartpole", "--seeds", BIG, *OUT], "--seeds"),
+    ("reproduce brax --seeds 1e12", ["reproduce", "brax", "--seeds", BIG, *OUT], "--seeds"),
+    ("reproduce lq --epochs 1e12", ["reproduce", "lq", "--epochs", BIG, "--out", "{out}"], "--epochs"),
+    ("bench --runs 1e12", ["bench", "--tasks", "cartpole", "--methods", "R", "--runs", BIG, "--out", "{out}"], "--runs"),
+    ("config.json seed beyond 64 bits", ["train", "--config", "{config:seed=99999999999999999999}", *OUT], "seed=99999999999999999999"),
+    ("config.json steps 1e12", ["train", "--config", "{config:n_steps=1000000000000}", *OUT], "--steps"),
+    ("config.json n_train 1e12", ["compare", "--config", "{config:n_train=1000000000000}", *OUT], "--n-train"),
+]
+
+
+def recorded_config(setting: str, folder: Path) -> str:
+    """A run's config.json (the defaults, resolved) with one setting of ``name=value`` changed (task options by their own name)."""
+    import json
+
+    from stablebptt.runs.config import RunConfig
+
+    name, value = setting.split("=")
+    data = RunConfig().to_dict()
+    if name in data["task_options"]:
+        data["task_options"][name] = int(value)
+    else:
+        data[name] = int(value)
+    path = folder / "recorded" / "config.json"
+    path.parent.mkdir()
+    path.write_text(json.dumps(data))
+    return str(path)
+
+
+@pytest.mark.parametrize("argv, named", [(a, n) for _, a, n in SIZES], ids=[n for n, _, _ in SIZES])
+def test_a_size_beyond_the_machine_is_one_line_before_anything_is_built(argv, named, tmp_path, capsys, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    resolved = [recorded_config(a[8:-1], tmp_path) if a.startswith("{config:") else a.format(out=tmp_path / "out") for a in argv]
+    before = snapshot(tmp_path)
+    capsys.readouterr()
+    code = main(resolved)
+    captured = capsys.readouterr()
+    lines = [line for line in captured.err.splitlines() if line.strip()]
+    assert code == 2, captured.err
+    assert len(lines) == 1 and "error:" in lines[0] and "Traceback" not in captured.err, captured.err
+    assert named in lines[0], lines[0]
+    if "needs about" in lines[0]:  # the memory estimate: it and the machine's memory named, and a fix
+        assert re.search(r"needs about [\d.e+]+ [KMGTPE]?i?B", lines[0]) and "more than this machine's" in lines[0] and "give a smaller" in lines[0]
+    assert not (tmp_path / "out").exists() and snapshot(tmp_path) == before

@@ -72,6 +72,18 @@ def test_each_experiment_takes_only_its_own_options(name):
     assert set(options(EXPERIMENTS[name])) == OWN[name]
 
 
+def test_the_options_a_memory_refusal_names_exist():
+    from stablebptt.runs.memory import FLAGS
+
+    every = set().union(*(options(p) for c in COMMANDS.values() for p in [c, *subcommands_or_none(c).values()]))
+    assert set(FLAGS.values()) <= every, set(FLAGS.values()) - every
+
+
+def subcommands_or_none(parser: argparse.ArgumentParser) -> dict[str, argparse.ArgumentParser]:
+    found = [a for a in parser._actions if isinstance(a, argparse._SubParsersAction)]
+    return dict(found[0].choices) if found else {}
+
+
 FOREIGN = [(name, flag) for name in REPRODUCIBLE for flag in sorted(set().union(*OWN.values()) - OWN[name])]
 
 

@@ -17,7 +17,7 @@ import equinox as eqx
 import jax
 import jax.numpy as jnp
 
-__all__ = ["glorot_uniform", "Dense", "DenseNet", "Conv", "FunctionPolicy", "PerSample"]
+__all__ = ["glorot_uniform", "Dense", "DenseNet", "dense_size", "Conv", "FunctionPolicy", "PerSample"]
 
 
 glorot_uniform = jax.nn.initializers.glorot_uniform()
@@ -96,6 +96,12 @@ class DenseNet(eqx.Module):
         for layer in self.layers:
             h = layer(h)
         return h if self.out_shape is None else jnp.reshape(h, (h.shape[0],) + self.out_shape)
+
+
+def dense_size(in_features: int, out_features: int, hidden: Sequence[int] = (100, 100)) -> int:
+    """Numbers in the weights of ``DenseNet(in_features, out_features, hidden)`` (every kernel and bias), from the sizes alone."""
+    sizes = [in_features, *hidden, out_features]
+    return sum(a * b + b for a, b in zip(sizes[:-1], sizes[1:]))
 
 
 class Conv(eqx.Module):

@@ -35,7 +35,7 @@ import numpy as np
 
 from .. import tables, validate
 from ..atomic import atomic_write_text
-from ..runs import resume, rundir
+from ..runs import memory, resume, rundir
 from ..runs.config import RunConfig
 from ..runs.single import build, train_run
 
@@ -67,8 +67,10 @@ class PeerSpec:
     apg_evals: int = 11
 
     def __post_init__(self):
-        object.__setattr__(self, "seeds", tuple(validate.distinct("seeds", self.seeds)))
         object.__setattr__(self, "methods", tuple(validate.distinct("methods", (m.upper() for m in self.methods))))
+        if len(self.seeds) and self.methods:  # runs train one after another; the report holds every run's metrics
+            memory.check_fits(self.run_config(self.methods[0], self.seeds[0]), apart={"seeds": len(self.seeds), "methods": len(self.methods)})
+        object.__setattr__(self, "seeds", tuple(validate.distinct("seeds", self.seeds)))
         validate.positive_int("apg_default_horizon", self.apg_default_horizon)
         validate.positive_int("apg_evals", self.apg_evals)
         for seed in self.seeds:

@@ -32,6 +32,7 @@ from ..tasks import linear
 from ..training import train
 from ..engine.updates import value_and_update
 from ..runs import rundir
+from ..runs.config import RunConfig
 
 __all__ = ["LQSpec", "polynomial_loss", "optimum", "run_lq", "TABLE_COLUMNS", "LQ_CONFIG"]
 
@@ -65,6 +66,9 @@ class LQSpec:
         validate.integer("seed", self.seed, low=0)
         validate.positive_int("epochs", self.epochs)
         validate.number("learning_rate", self.learning_rate, positive=True)
+        # each run trains the linear task full-batch in float64, one after another: a run's settings, checked as any
+        # run's are (its memory estimate included)
+        RunConfig(task="linear", n_train=self.n_states, n_test=self.n_states, batch_size=self.n_states, epochs=self.epochs, seed=self.seed, dtype="float64")
 
 
 def polynomial_loss(config: linear.LinearConfig, x0: np.ndarray, theta: np.ndarray) -> float:

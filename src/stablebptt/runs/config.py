@@ -9,6 +9,7 @@ from typing import Any, Mapping
 import jax
 
 from .. import validate
+from . import memory
 from ..engine.remat import check_remat, segment_length
 from ..engine.flows import AbstractFlow, flow_from_name
 from ..engine.optim import ADAM_FORMS, CLIP_MODES, make_optimizer
@@ -36,6 +37,7 @@ class RunConfig:
     ``keep``: ``"final"`` saves the last controller; ``"best"`` also the one of
     the lowest test loss (:func:`stablebptt.training.best_epoch`). It changes
     no number; a ``config.json`` without it is a ``"final"`` run.
+    Sizes whose memory estimate exceeds the machine's are refused (:mod:`stablebptt.runs.memory`).
     """
 
     task: str = "cartpole"
@@ -67,6 +69,7 @@ class RunConfig:
         batch_count(self.n_train, self.batch_size)  # the batch must fit the training set and divide it
         task_config(self.task, **self.task_options).check_trainable()  # the task's options, then its own rules for a run
         check_remat(self.remat)
+        memory.check_fits(self)  # before any array is built: sizes the machine cannot hold are refused here
 
     def resolved(self) -> "RunConfig":
         """The same run with every task option and the checkpoint segment length spelled out."""

@@ -21,6 +21,7 @@ from __future__ import annotations
 import contextlib
 import functools
 import io
+import math
 import warnings
 from types import ModuleType
 from typing import Any, Callable
@@ -36,6 +37,7 @@ __all__ = [
     "BACKENDS",
     "import_brax_envs",
     "env_names",
+    "env_sizes",
     "get_env",
     "ObservationPolicy",
     "reset",
@@ -76,6 +78,15 @@ def get_env(name: str, backend: str = "generalized", **kwargs: Any) -> Any:
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # Brax's notice that MJX is its maintained engine
         return envs.get_environment(name, backend=backend, **kwargs)
+
+
+@functools.cache
+def env_sizes(name: str, backend: str = "generalized") -> tuple[int, int, int]:
+    """``(state, observation_size, action_size)`` of an environment: ``state`` counts the numbers of one
+    ``env.reset`` state, traced by ``jax.eval_shape`` (nothing computed); once per environment and process."""
+    env = get_env(name, backend)
+    state = jax.eval_shape(env.reset, jax.random.key(0))
+    return sum(math.prod(leaf.shape) for leaf in jax.tree.leaves(state)), int(env.observation_size), int(env.action_size)
 
 
 class ObservationPolicy(eqx.Module):

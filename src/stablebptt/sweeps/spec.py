@@ -21,7 +21,7 @@ from typing import Any, NamedTuple
 from .. import validate
 from ..engine.flows import flow_from_name
 from ..engine.optim import CLIP_MODES
-from ..runs import rundir
+from ..runs import memory, rundir
 from ..runs.compare import METHODS
 from ..runs.config import RunConfig
 from .presets import EXPERIMENTS, PRESETS
@@ -72,6 +72,10 @@ class SweepSpec:
         for name, values in (("seeds", self.seeds), ("levels", self.levels), ("methods", self.methods), ("clips", self.clips)):
             if len(values) == 0:
                 raise ValueError(f"a sweep needs at least one of {name}; use --seeds 1 or more")
+        for level in self.levels:  # a group (one difficulty and method: every clip and seed) trains as one program
+            first = self.run_config(level, self.methods[0], self.clips[0], self.seeds[0])
+            memory.check_fits(first, together={"seeds": len(self.seeds), "clips": len(self.clips)})
+        for name, values in (("seeds", self.seeds), ("levels", self.levels), ("methods", self.methods), ("clips", self.clips)):
             validate.distinct(name, values)
         for m in self.methods:
             flow_from_name(m)
@@ -96,7 +100,7 @@ class SweepSpec:
         if seeds is not None:
             sizes["seeds"] = seeds
         count = validate.positive_int("seeds", sizes.pop("seeds"), expected="a positive number of seeds (--seeds 1 or more)")
-        fields = dict(experiment=experiment, preset=preset, seeds=tuple(range(42, 42 + count)), levels=exp.levels, **sizes)
+        fields = dict(experiment=experiment, preset=preset, seeds=range(42, 42 + count), levels=exp.levels, **sizes)  # a tuple once it fits
         fields.update(overrides)
         return cls(**fields)
 

@@ -12,9 +12,9 @@ from typing import Any
 
 from . import brax_env, cartpole, linear, quantum, repulsion
 from .. import validate
-from .base import Task, TaskConfig, check_shape
+from .base import Task, TaskConfig, TaskSizes, check_shape
 
-__all__ = ["Task", "TaskConfig", "check_shape", "DIFFICULTY", "TASKS", "task_config", "make_task", "cartpole", "repulsion", "quantum", "brax_env", "linear"]
+__all__ = ["Task", "TaskConfig", "TaskSizes", "check_shape", "DIFFICULTY", "TASKS", "task_config", "make_task", "cartpole", "repulsion", "quantum", "brax_env", "linear"]
 
 DIFFICULTY: dict[str, str] = {"cartpole": "n_poles", "repulsion": "rc", "quantum": "target", "brax": "env", "linear": "control_cost"}
 """The configuration field that is each task's difficulty knob."""

@@ -2,16 +2,17 @@
 
 from __future__ import annotations
 
+import abc
 import dataclasses
 import functools
-from typing import Any, Callable
+from typing import Any, Callable, NamedTuple
 
 import jax
 
 from .. import validate
 from ..engine.problem import ControlProblem
 
-__all__ = ["Task", "TaskConfig", "bind_task", "check_config", "check_shape"]
+__all__ = ["Task", "TaskConfig", "TaskSizes", "bind_task", "check_config", "check_shape"]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -66,14 +67,33 @@ def check_shape(what: str, array: Any, expected: tuple, layout: str) -> None:
         raise ValueError(f"{what} has shape {shape}; expected {want} = {layout}")
 
 
-class TaskConfig:
+class TaskSizes(NamedTuple):
+    """How big one sample of a task is, in numbers (not bytes), known from its configuration before any array is built.
+
+    state: numbers in one sample's state. weights: numbers in the default
+    controller's weights. intermediates: numbers one step computes for one
+    sample besides its new state (the controller's hidden outputs, the
+    simulator's own terms), which the backward pass keeps; a lower bound.
+    """
+
+    state: int
+    weights: int
+    intermediates: int
+
+
+class TaskConfig(abc.ABC):
     """Base of every task's frozen configuration dataclass.
 
     :meth:`check_trainable` holds the task's own rules for a run that trains
     from the task's initial states (:class:`~stablebptt.runs.config.RunConfig`
     calls it for every run, whatever the task); the configuration itself
-    checks its fields in ``__post_init__`` (:func:`check_config`).
+    checks its fields in ``__post_init__`` (:func:`check_config`);
+    :meth:`sizes` gives what a run's memory estimate needs (:mod:`stablebptt.runs.memory`).
     """
+
+    @abc.abstractmethod
+    def sizes(self) -> TaskSizes:
+        """One sample's state, the default controller's weights and one step's intermediates, in numbers."""
 
     def check_trainable(self) -> None:
         """One-line ValueError if a run cannot learn from this task's own initial states; nothing by default."""

@@ -14,9 +14,9 @@ import dataclasses
 import jax
 
 from .. import validate
-from ..engine.networks import DenseNet
+from ..engine.networks import DenseNet, dense_size
 from ..simulators import brax as brax_sim
-from .base import Task, TaskConfig, check_config
+from .base import Task, TaskConfig, TaskSizes, check_config
 
 __all__ = ["BraxConfig", "make_policy", "make_task"]
 
@@ -44,6 +44,12 @@ class BraxConfig(TaskConfig):
         if self.backend not in brax_sim.BACKENDS:
             raise ValueError(f"Brax backend {self.backend!r} cannot be differentiated here; choose one of {', '.join(brax_sim.BACKENDS)}")
         brax_sim.check_loss(self.env, self.loss)
+
+    def sizes(self) -> TaskSizes:
+        """The state's numbers from the environment's reset, traced without computing (:func:`~stablebptt.simulators.brax.env_sizes`)."""
+        state, observations, actions = brax_sim.env_sizes(self.env, self.backend)
+        hidden = (self.width,) * self.depth
+        return TaskSizes(state, dense_size(observations, actions, hidden), sum(hidden))
 
 
 def make_policy(env, config: BraxConfig, key: jax.Array, dtype=None) -> brax_sim.ObservationPolicy:

@@ -12,8 +12,8 @@ import dataclasses
 import jax
 import jax.numpy as jnp
 
-from ..engine.networks import DenseNet
-from .base import Task, TaskConfig, bind_task, check_config, check_shape
+from ..engine.networks import DenseNet, dense_size
+from .base import Task, TaskConfig, TaskSizes, bind_task, check_config, check_shape
 
 __all__ = ["CartPoleConfig", "step", "loss", "sample_initial_states", "make_policy", "make_task"]
 
@@ -47,6 +47,14 @@ class CartPoleConfig(TaskConfig):
     @property
     def dt(self) -> float:
         return self.horizon / self.n_steps
+
+    def sizes(self) -> TaskSizes:
+        state = 2 * (1 + self.n_poles)
+        return TaskSizes(state, dense_size(state, 1, HIDDEN), sum(HIDDEN))
+
+
+HIDDEN = (100, 100)
+"""The controller's hidden layers (as published)."""
 
 
 def step(config: CartPoleConfig, state: jax.Array, force: jax.Array) -> jax.Array:
@@ -102,7 +110,7 @@ def sample_initial_states(config: CartPoleConfig, key: jax.Array, n: int, dtype=
 
 def make_policy(config: CartPoleConfig, key: jax.Array, dtype=None) -> DenseNet:
     """Flattened state → 100 tanh → 100 tanh → 1 force; last kernel zero (as published)."""
-    return DenseNet(2 * (1 + config.n_poles), 1, (100, 100), key=key, zero_last_kernel=True, dtype=dtype)
+    return DenseNet(2 * (1 + config.n_poles), 1, HIDDEN, key=key, zero_last_kernel=True, dtype=dtype)
 
 
 def make_task(config: CartPoleConfig) -> Task:

@@ -22,7 +22,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from .. import validate
-from .base import Task, TaskConfig, bind_task, check_config, check_shape
+from .base import Task, TaskConfig, TaskSizes, bind_task, check_config, check_shape
 
 __all__ = ["LinearConfig", "LinearFeedback", "matrices", "deadbeat_gain", "step", "loss", "control_loss", "sample_initial_states", "make_policy", "make_task"]
 
@@ -38,6 +38,9 @@ class LinearConfig(TaskConfig):
     def __post_init__(self):
         check_config("linear", self, positive_ints=("n_steps",), positive=("dt",), finite=("control_cost",), flags={"n_steps": "steps"})
         validate.number("linear: control_cost", self.control_cost, low=0)
+
+    def sizes(self) -> TaskSizes:
+        return TaskSizes(2, 2, 1)  # (position, velocity), the gain, the force
 
 
 def matrices(config: LinearConfig) -> tuple[np.ndarray, np.ndarray]:

@@ -23,7 +23,7 @@ from jax.lax.linalg import tridiagonal_solve
 
 from .. import validate
 from ..engine.networks import Conv, Dense, glorot_uniform
-from .base import Task, TaskConfig, bind_task, check_config, check_shape
+from .base import Task, TaskConfig, TaskSizes, bind_task, check_config, check_shape
 
 __all__ = [
     "QuantumConfig",
@@ -71,6 +71,12 @@ class QuantumConfig(TaskConfig):
     @property
     def dx(self) -> float:
         return self.length / (self.n_points + 1)
+
+    def sizes(self) -> TaskSizes:
+        n, f = self.n_points, FILTERS
+        l1, l2 = _conv_lengths(n)
+        weights = (3 * 2 * 1 * f + f) + (3 * f * f + f) + (l2 * f + 1)  # the two convolutions and the dense output
+        return TaskSizes(2 * n, weights, f * (l1 + l2) + 8 * n)  # 8n: the complex field, its neighbours, right-hand side, solve
 
     @property
     def dt(self) -> float:
@@ -189,6 +195,16 @@ def sample_initial_states(config: QuantumConfig, key: jax.Array, n: int, dtype=N
     return jnp.stack([re, im], axis=-1)
 
 
+FILTERS = 60
+"""The controller's filters per convolution (as published)."""
+
+
+def _conv_lengths(n_points: int) -> tuple[int, int]:
+    """The lengths after the controller's two stride-2 convolutions of width 3."""
+    first = (n_points - 3) // 2 + 1
+    return first, (first - 3) // 2 + 1
+
+
 class QuantumController(eqx.Module):
     """The paper's convolutional controller on ``(batch, N, 2)``, Keras-like initialisation.
 
@@ -201,13 +217,12 @@ class QuantumController(eqx.Module):
     conv1d: Conv
     dense: Dense
 
-    def __init__(self, n_points: int = 32, filters: int = 60, *, key: jax.Array, dtype=None):
+    def __init__(self, n_points: int = 32, filters: int = FILTERS, *, key: jax.Array, dtype=None):
         dtype = dtype or jnp.result_type(float)
         k1, k2, k3 = jax.random.split(key, 3)
         self.conv2d = Conv(1, filters, (3, 2), (2, 2), key=k1, activation=jnp.tanh, dtype=dtype)
         self.conv1d = Conv(filters, filters, (3,), (2,), key=k2, activation=jnp.tanh, dtype=dtype)
-        length = ((n_points - 3) // 2 + 1 - 3) // 2 + 1
-        features = length * filters
+        features = _conv_lengths(n_points)[1] * filters
         self.dense = Dense(glorot_uniform(k3, (features, 1), dtype), jnp.zeros((1,), dtype))
 
     def __call__(self, x: jax.Array) -> jax.Array:

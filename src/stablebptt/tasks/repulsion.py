@@ -15,8 +15,8 @@ import jax
 import jax.numpy as jnp
 
 from .. import validate
-from ..engine.networks import DenseNet
-from .base import Task, TaskConfig, bind_task, check_config, check_shape
+from ..engine.networks import DenseNet, dense_size
+from .base import Task, TaskConfig, TaskSizes, bind_task, check_config, check_shape
 
 __all__ = ["RepulsionConfig", "step", "step_loss", "sample_initial_states", "make_policy", "make_task"]
 
@@ -63,6 +63,15 @@ class RepulsionConfig(TaskConfig):
     @property
     def n_agents(self) -> int:
         return self.n_drivers + self.n_evaders
+
+    def sizes(self) -> TaskSizes:
+        state, nd, ne = 4 * self.n_agents, self.n_drivers, self.n_evaders
+        pairs = 3 * (nd * nd + nd * ne + ne * ne)  # every pair's offset (x, y) and distance, in forces()
+        return TaskSizes(state, dense_size(state, 2 * nd, HIDDEN), sum(HIDDEN) + pairs)
+
+
+HIDDEN = (100, 100)
+"""The controller's hidden layers (as published)."""
 
 
 def _safe_norm(v: jax.Array) -> jax.Array:
@@ -175,7 +184,7 @@ def make_policy(config: RepulsionConfig, key: jax.Array, dtype=None) -> DenseNet
     return DenseNet(
         4 * config.n_agents,
         2 * config.n_drivers,
-        (100, 100),
+        HIDDEN,
         key=key,
         zero_last_kernel=True,
         dtype=dtype,

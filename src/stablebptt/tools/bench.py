@@ -28,6 +28,7 @@ from .flops import program_flops
 from ..engine.flows import FLOW_NAMES
 from ..tasks import DIFFICULTY, TASKS
 from ..training import EpochProgram, compile_epoch
+from ..runs import memory
 from ..runs.config import RunConfig
 from ..runs.single import build
 
@@ -156,6 +157,8 @@ def run_bench(
     task_options = task_options or {}
     settings = dict(dtype=dtype, n_train=n_train, batch_size=batch_size, remat=remat)
     configs = [RunConfig.from_options(settings, task=t, task_options=task_options.get(t, {}), method=m) for t in tasks for m in methods]
+    for config in configs:
+        memory.check_fits(config, together={"runs": runs})  # the runs train as one program
     # a float64 run without 64-bit JAX fails here, before any work
     configs[0].jnp_dtype()
     peak = peak or matmul_peak(dtype)
