@@ -711,8 +711,9 @@ class _Console(logging.Handler):
 def _messages_to(stream: str):
     """While a command runs, the ``stablebptt`` loggers' INFO messages (what a run, sweep or comparison is doing) print plainly."""
     logger = logging.getLogger("stablebptt")
-    handler, level = _Console(stream), logger.level
+    handler, level, propagate = _Console(stream), logger.level, logger.propagate
     logger.addHandler(handler)
+    logger.propagate = False  # a root handler that a library installs (Brax's absl does) would print each message again
     if logger.getEffectiveLevel() > logging.INFO:
         logger.setLevel(logging.INFO)
     try:
@@ -720,6 +721,7 @@ def _messages_to(stream: str):
     finally:
         logger.removeHandler(handler)
         logger.setLevel(level)
+        logger.propagate = propagate
 
 
 def _diagnose(args) -> int:

@@ -63,7 +63,16 @@ def test_the_documented_command_on_a_finished_folder_trains_nothing_and_says_so(
     copy = tmp_path / "quantum"
     shutil.copytree(RESULTS / "quantum", copy, ignore=shutil.ignore_patterns("params.eqx", "*.png", "table.*"))
     argv = ["reproduce", "quantum", "--preset", "paper", "--clips", "none", "--seeds", "1", "--out", str(copy), "--quiet"]
-    assert main(argv) == 0
+    import io
+
+    root = logging.StreamHandler(io.StringIO())  # as a library (Brax's absl) installs on the root logger
+    logging.getLogger().addHandler(root)
+    try:
+        assert main(argv) == 0
+    finally:
+        logging.getLogger().removeHandler(root)
+    assert root.stream.getvalue() == ""  # printed once, by the command, not again by the root handler
+    assert logging.getLogger("stablebptt").propagate
     out, err = capsys.readouterr()
     assert "quantum sweep (paper): 12 of 12 runs finished, 0 to train\n" in out and err == ""
     assert (copy / "table.md").read_text(encoding="utf-8") == (RESULTS / "quantum" / "table.md").read_text(encoding="utf-8")
