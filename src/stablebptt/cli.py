@@ -576,6 +576,8 @@ def _reproduce_sweep(args) -> int:
         args.experiment, epochs=args.epochs, seeds=args.seeds, dtype="float64" if args.x64 else "float32", remat=args.remat,
         **{k: v for k, v in given.items() if v is not None},
     )  # fmt: skip
+    if args.one_by_one and args.group_by is not None:
+        raise ValueError("--group-by has no effect with --one-by-one (each run then trains alone); drop one of them")
     grouping = {} if args.group_by is None else {"group_by": args.group_by}
     start = time.perf_counter()
     try:

@@ -332,6 +332,7 @@ def test_remat_option_gives_the_plain_numbers(capsys, tmp_path):
         (["reproduce", "cartpole", "--levels", "1,two"], "--levels 1,two: n_poles takes integers; the paper's levels are 1, 2, 3, 4"),
         (["reproduce", "cartpole", "--levels", "0"], "poles=0; expected a positive integer"),
         (["reproduce", "repulsion", "--levels", "1,1.0"], "levels [1.0, 1.0] names one value twice"),
+        (["reproduce", "cartpole", "--one-by-one", "--group-by", "level"], "--group-by has no effect with --one-by-one"),
     ],
 )
 def test_bad_reproduce_arguments(capsys, tmp_path, argv, message):
