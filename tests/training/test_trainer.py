@@ -277,3 +277,23 @@ def test_kept_best_parameters_are_those_of_the_lowest_logged_test_loss_in_every_
                      starts=[dataclasses.replace(s, best_params=None) for s in saved[0]])  # fmt: skip
     with pytest.raises(TypeError, match="keep_best='yes'; expected True"):
         sb.train(policy, problem, x, x, flow=sb.R(), optimizer=sb.make_optimizer(), epochs=1, keep_best="yes")
+
+
+def test_a_run_builds_three_programs(one_pole):
+    """From empty caches, a run lowers three programs: the optimizer's initial state, the data's layout and the
+    epoch program (its initial losses included), not one small program per array of the optimizer state."""
+    task, policy, train_x, test_x = one_pole
+    train_x, test_x = jax.block_until_ready((train_x[:64], test_x[:32]))
+    built = []
+
+    def listen(event: str, duration: float, **_: object) -> None:
+        if event == "/jax/core/compile/jaxpr_to_mlir_module_duration":
+            built.append(event)
+
+    jax.clear_caches()
+    jax.monitoring.register_event_duration_secs_listener(listen)
+    try:
+        sb.train(policy, task.problem, train_x, test_x, flow=sb.C(), optimizer=sb.make_optimizer("norm"), epochs=1)
+    finally:
+        jax.monitoring.unregister_event_duration_listener(listen)
+    assert len(built) == 3

@@ -244,7 +244,8 @@ def compile_epoch(
     n = len(policies)
     params_list = [trainable(p)[0] for p in policies]
     if opt_states is None:
-        opt_states = [optimizer.init(p) for p in params_list]
+        init = jax.jit(optimizer.init)
+        opt_states = [init(p) for p in params_list]
     stacked = n > 1
     axes = tuple(sample_axes(problem, policies[0], train_xs[0]))
     fns = make_epoch_functions(policies[0], problem, None, optimizer, backward=backward)

@@ -315,7 +315,8 @@ def _starting_states(
     params = [trainable(p)[0] for p in runs.policies]
     if hyperparams is not None and len(hyperparams) != n:
         raise ValueError(f"train_batched: give one mapping of hyperparameters per run ({n}), not {len(hyperparams)}")
-    opt_states = [optimizer.init(p) for p in params]
+    init = jax.jit(optimizer.init)  # one small program rather than one per array the state holds
+    opt_states = [init(p) for p in params]
     if hyperparams is not None:
         opt_states = [with_hyperparams(s, h) for s, h in zip(opt_states, hyperparams, strict=True)]
     if starts is None:
