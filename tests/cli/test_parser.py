@@ -40,7 +40,7 @@ EXPERIMENTS = subcommands(COMMANDS["reproduce"])
 
 OWN = {
     "toy": {"--out"},
-    "lq": {"--out", "--epochs", "--methods"},
+    "lq": {"--out", "--epochs", "--methods", "--quiet"},
     "brax": {"--out", "--env", "--steps", "--n-train", "--epochs", "--seeds", "--methods", "--checkpoint-every", "--quiet"},
     **{name: {"--out", "--preset", "--epochs", "--seeds", "--levels", "--methods", "--clips", "--one-by-one", "--group-by", "--x64",
               "--remat", "--checkpoint-every", "--quiet", "--backend", "--address"} for name in SWEEPS},

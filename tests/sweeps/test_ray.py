@@ -261,7 +261,7 @@ def test_ray_backend_without_ray_is_a_one_line_error(tmp_path, monkeypatch, caps
     assert code == 2
     assert err == "stablebptt: error: the ray backend needs Ray, which is not installed: pip install '.[ray]'\n"
     assert not out.exists()
-    with pytest.raises(ImportError, match=r"pip install 'stablebptt\[ray\]'"):
+    with pytest.raises(ImportError, match=r"pip install '\.\[ray\]'"):
         run_sweep(SPEC, tmp_path / "library", progress=False, **GROUPS, backend="ray")
 
 
