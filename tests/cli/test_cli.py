@@ -196,6 +196,17 @@ def test_out_that_is_not_a_run(capsys, tmp_path):
     assert (tmp_path / "notes.txt").read_text() == "mine"
 
 
+@pytest.mark.parametrize("out", [".", ".."])
+def test_out_that_is_the_current_folder_is_refused_before_training(capsys, tmp_path, monkeypatch, out):
+    """A run is moved into place by a rename, which cannot replace the folder one is in: refused before any work."""
+    here = tmp_path / "here"
+    here.mkdir()
+    monkeypatch.chdir(here)
+    code, _, err = run(capsys, "train", "cartpole", *SMALL, "--out", out)
+    assert code == 2 and "is the folder you are in" in one_line_error(err) and "--out run" in err
+    assert [p.name for p in tmp_path.rglob("*")] == ["here"]  # nothing trained, nothing left behind
+
+
 def test_evaluate_bad_dirs(capsys, tmp_path):
     code, _, err = run(capsys, "evaluate", tmp_path / "missing")
     assert code == 2 and "is not a directory" in one_line_error(err)

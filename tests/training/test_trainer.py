@@ -290,7 +290,7 @@ def test_a_run_builds_three_programs(one_pole):
         if event == "/jax/core/compile/jaxpr_to_mlir_module_duration":
             built.append(event)
 
-    jax.clear_caches()
+    jax.clear_caches()  # last in this file, so that no later test here compiles again
     jax.monitoring.register_event_duration_secs_listener(listen)
     try:
         sb.train(policy, task.problem, train_x, test_x, flow=sb.C(), optimizer=sb.make_optimizer("norm"), epochs=1)

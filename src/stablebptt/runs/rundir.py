@@ -46,6 +46,7 @@ __all__ = [
     "claim_output",
     "output_kind",
     "partial_path",
+    "check_movable",
     "csv_text",
     "MetricsWriter",
     "read_metrics",
@@ -166,6 +167,17 @@ def output_kind(folder: Path, markers: Mapping[str, str]) -> str | None:
         if (folder / marker).is_file() and (marker != CONFIG or (folder / METRICS).is_file()):
             return what
     return None
+
+
+def check_movable(out: Path) -> None:
+    """Raise :class:`RunDirError` if a run written into :func:`partial_path` could not be moved to ``out``:
+    ``out`` is the current folder or one above it (``--out .``), which a rename cannot replace."""
+    here, target = Path.cwd().resolve(), Path(out).resolve()
+    if target == here or target in here.parents:
+        raise RunDirError(
+            f"--out {out} is the folder you are in{'' if target == here else ' (or above it)'}: a run is written whole "
+            "beside its folder and then moved into place, which cannot replace the current folder; give a new folder, e.g. --out run"
+        )
 
 
 def partial_path(out: Path) -> Path:

@@ -98,6 +98,7 @@ def train_run(
     """
     config = config.resolved()
     out = Path(out)
+    rundir.check_movable(out)
     rundir.claim_output(out)
     state = rundir.existing_run_state(out, config, overwrite)
     if state == "same":
