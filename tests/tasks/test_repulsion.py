@@ -16,6 +16,8 @@ from stablebptt.tasks import repulsion
 from ..conftest import reference, tol
 from ..helpers import assert_regular_gradient_matches_finite_differences, assert_step_and_rollout_match
 
+pytestmark = pytest.mark.long  # a minute or more of compiling: scheduled first (tests/conftest.py)
+
 CONFIG = repulsion.RepulsionConfig()
 
 

@@ -15,6 +15,8 @@ from stablebptt.tasks import TASKS
 from stablebptt.tools.bench import format_bench_table, run_bench
 from stablebptt.training import compile_epoch
 
+pytestmark = pytest.mark.long  # a minute or more of compiling: scheduled first (tests/conftest.py)
+
 
 def test_run_bench_rows_on_a_small_setting():
     peak = {"size": 64, "seconds": 1e-3, "gflops_per_second": 1.0}

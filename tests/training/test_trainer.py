@@ -15,6 +15,8 @@ from stablebptt.engine.optim import optimizer_hyperparams
 from stablebptt.tasks import cartpole
 from stablebptt.training import METRIC_COLUMNS, batch_count, split_batches
 
+pytestmark = pytest.mark.long  # a minute or more of compiling: scheduled first (tests/conftest.py)
+
 
 @pytest.fixture(scope="module")
 def one_pole():
