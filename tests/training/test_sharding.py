@@ -13,6 +13,8 @@ import pytest
 
 from stablebptt.training.sharding import data_mesh
 
+pytestmark = pytest.mark.long  # a minute or more of compiling: scheduled first (tests/conftest.py)
+
 SCRIPT = r"""
 import json
 import jax
@@ -20,8 +22,6 @@ import numpy as np
 import stablebptt as sb
 from stablebptt.runs.config import RunConfig
 from stablebptt.runs.single import build
-
-pytestmark = pytest.mark.long  # a minute or more of compiling: scheduled first (tests/conftest.py)
 
 assert len(jax.devices()) == 2, jax.devices()
 config = RunConfig(task="cartpole", task_options={"n_poles": 1, "n_steps": 30}, method="C", epochs=3, n_train=32, n_test=16).resolved()
