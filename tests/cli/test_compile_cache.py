@@ -7,6 +7,10 @@ import os
 import subprocess
 import sys
 
+import pytest
+
+pytestmark = pytest.mark.long  # a quarter of a minute or more: scheduled first (tests/conftest.py)
+
 COUNT = (
     "import json, sys, jax\n"
     "from stablebptt.cli import main\n"

@@ -8,7 +8,11 @@ import subprocess
 import sys
 import time
 
+import pytest
+
 from stablebptt.runs import lock, rundir
+
+pytestmark = pytest.mark.long  # a quarter of a minute or more: scheduled first (tests/conftest.py)
 
 TRAIN = ["train", "cartpole", "--poles", "1", "--method", "R", "--steps", "10", "--epochs", "40", "--n-train", "32", "--n-test", "16", "--quiet"]
 

@@ -4,10 +4,13 @@ from __future__ import annotations
 
 import jax.numpy as jnp
 import numpy as np
+import pytest
 
 from stablebptt.paper import toy
 from stablebptt.plots import toy_figure1, toy_figure2
 from stablebptt.tasks import toy as toy_task
+
+pytestmark = pytest.mark.long  # a quarter of a minute or more: scheduled first (tests/conftest.py)
 
 
 def test_figure1_fields_equal_closed_forms():

@@ -16,6 +16,8 @@ from stablebptt.sweeps.backends import LocalBackend
 from stablebptt.sweeps.spec import SweepSpec
 from stablebptt.sweeps.run import run_sweep
 
+pytestmark = pytest.mark.long  # a quarter of a minute or more: scheduled first (tests/conftest.py)
+
 EVERY = 10
 
 

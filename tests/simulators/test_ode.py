@@ -13,6 +13,8 @@ from stablebptt.simulators.ode import ode_step
 
 from ..helpers import assert_regular_gradient_matches_finite_differences, assert_trees_close
 
+pytestmark = pytest.mark.long  # a quarter of a minute or more: scheduled first (tests/conftest.py)
+
 OMEGA, DT = 1.7, 0.1
 
 

@@ -13,6 +13,8 @@ import stablebptt as sb
 
 from ..helpers import assert_trees_close
 
+pytestmark = pytest.mark.long  # a quarter of a minute or more: scheduled first (tests/conftest.py)
+
 N, STEPS = 16, 12
 AXES = {"q": 0, "key": 0, "t": None, "dt": None}  # the clock and the time step are shared by every sample
 
