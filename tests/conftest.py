@@ -15,10 +15,12 @@ if "JAX_COMPILATION_CACHE_DIR" not in os.environ:
     os.environ["STABLEBPTT_TEST_OWNS_JAX_CACHE"] = str(os.getpid())
 os.environ.setdefault("JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS", "0")
 os.environ.setdefault("JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES", "-1")
-# The tests' programs are small and run briefly, so compiling dominates: LLVM's lowest optimisation
-# level (XLA's graph optimisations, fusion included, still run) compiles them ~25 % faster.
-if "--xla_backend_optimization_level" not in os.environ.get("XLA_FLAGS", ""):
-    os.environ["XLA_FLAGS"] = (os.environ.get("XLA_FLAGS", "") + " --xla_backend_optimization_level=0").strip()
+# The tests' programs are small and run briefly, so compiling dominates. LLVM's lowest optimisation
+# level (XLA's graph optimisations, fusion included, still run) compiles them ~25 % faster; XLA's
+# older loop emitters instead of its MLIR fusion emitters, about 30 % faster again on the test files.
+for flag in ("--xla_backend_optimization_level=0", "--xla_cpu_use_fusion_emitters=false"):
+    if flag.split("=")[0] not in os.environ.get("XLA_FLAGS", ""):
+        os.environ["XLA_FLAGS"] = (os.environ.get("XLA_FLAGS", "") + " " + flag).strip()
 
 import jax.numpy as jnp
 import numpy as np
