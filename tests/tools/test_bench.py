@@ -135,7 +135,7 @@ PROGRAMS = [
     ("cartpole", {"n_poles": 1, "n_steps": 6}, 2),
     ("repulsion", {"n_steps": 4}, 0),
     ("quantum", {"n_steps": 4}, 0),
-    ("brax", {"n_steps": 2, "width": 4, "depth": 1}, 0),
+    ("brax", {"n_steps": 2, "width": 4, "depth": 1, "backend": "spring"}, 0),
     ("linear", {"n_steps": 3}, 0),
 ]
 
