@@ -612,8 +612,6 @@ _REPRODUCE = {"toy": (_add_toy_options, _reproduce_toy), "lq": (_add_lq_options,
 def _report(args) -> int:
     """Tables and figure of a sweep or Brax comparison from what its runs wrote so far (unfinished cells show "—");
     on a folder of results, every folder's, then the claims and the READMEs' generated blocks."""
-    import json
-
     from .paper import brax_peer
     from .paper import claims
     from .sweeps import report, run as sweep
@@ -625,7 +623,7 @@ def _report(args) -> int:
         if (out / sweep.SWEEP_CONFIG).is_file():
             report.write_report(sweep.read_sweep(out), out)
         else:
-            spec = brax_peer.PeerSpec(**json.loads((out / brax_peer.PEER_CONFIG).read_text(encoding="utf-8")))
+            spec = brax_peer.PeerSpec.read(out)
             brax_peer.write_report(spec, out)
         print((out / "table.md").read_text(encoding="utf-8"), end="")
         print(f"table and figure in {out}")
@@ -642,7 +640,7 @@ def _report(args) -> int:
         if (folder / sweep.SWEEP_CONFIG).is_file():
             report.write_report(sweep.read_sweep(folder), folder)
         else:
-            spec = brax_peer.PeerSpec(**json.loads((folder / brax_peer.PEER_CONFIG).read_text(encoding="utf-8")))
+            spec = brax_peer.PeerSpec.read(folder)
             brax_peer.write_report(spec, folder)
         print(f"table and figure in {folder}")
     rows, judged = claims.write_claims(out)

@@ -65,15 +65,17 @@ class PeerSpec:
     methods: tuple[str, ...] = ("R", "M", "C")
     apg_default_horizon: int = 32
     apg_evals: int = 11
+    check_runs: dataclasses.InitVar[bool] = True
 
-    def __post_init__(self):
+    def __post_init__(self, check_runs: bool):
+        """``check_runs=False`` skips what needs Brax (each run's settings and memory): :meth:`read` does."""
         object.__setattr__(self, "methods", tuple(validate.distinct("methods", (m.upper() for m in self.methods))))
-        if len(self.seeds) and self.methods:  # runs train one after another; the report holds every run's metrics
+        if check_runs and len(self.seeds) and self.methods:  # runs train one after another; the report holds every run's metrics
             memory.check_fits(self.run_config(self.methods[0], self.seeds[0]), apart={"seeds": len(self.seeds), "methods": len(self.methods)})
         object.__setattr__(self, "seeds", tuple(validate.distinct("seeds", self.seeds)))
         validate.positive_int("apg_default_horizon", self.apg_default_horizon)
         validate.positive_int("apg_evals", self.apg_evals)
-        for seed in self.seeds:
+        for seed in self.seeds if check_runs else ():
             for method in self.methods:
                 self.run_config(method, seed)  # validates env, sizes and methods
         for horizon in (self.apg_default_horizon, self.n_steps):
@@ -82,6 +84,12 @@ class PeerSpec:
                     f"the budget of {self.simulator_steps} simulator steps is not a whole number of APG updates of "
                     f"{self.batch_size} environments × {horizon} steps; choose --epochs or --n-train to fit"
                 )
+
+    @classmethod
+    def read(cls, folder: Path) -> PeerSpec:
+        """The spec of a comparison's folder (its ``peer.json``), checked as when it trained except for what needs
+        Brax: tables, figures and claims of committed comparisons are written without the ``brax`` extra."""
+        return cls(**json.loads((Path(folder) / PEER_CONFIG).read_text(encoding="utf-8")), check_runs=False)
 
     @property
     def simulator_steps(self) -> int:

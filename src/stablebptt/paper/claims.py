@@ -189,7 +189,7 @@ def brax_claim_rows(folder: Path) -> list[dict]:
     """Paired returns of a Brax comparison (``peer.json``): C against R, M and Brax's APG, R against APG."""
     from .brax_peer import PeerSpec, _results
 
-    spec = PeerSpec(**json.loads((Path(folder) / "peer.json").read_text(encoding="utf-8")))
+    spec = PeerSpec.read(folder)
     found = {m: {r["seed"]: {"final": r["final_return"], "best": max(r["returns"]), "initial": r["returns"][0]} for r in runs}
              for m, runs in _results(spec, folder).items()}  # fmt: skip
     rows = []
