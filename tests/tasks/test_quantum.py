@@ -130,7 +130,7 @@ def test_combined_update_learns_target_3():
     task = quantum.make_task(quantum.QuantumConfig(target=3))
     k_train, k_test, k_init = jax.random.split(jax.random.key(42), 3)
     result = sb.train(
-        task.make_policy(k_init), task.problem, task.sample_initial_states(k_train, 64), task.sample_initial_states(k_test, 64),
+        task.make_policy(k_init), task.problem, task.sample_initial_states(k_train, 32), task.sample_initial_states(k_test, 32),
         flow=sb.C(), optimizer=sb.make_optimizer("none"), epochs=8,
     )  # fmt: skip
     steps = task.config.n_steps
