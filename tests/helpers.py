@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import sys
+
 import equinox as eqx
 import jax.numpy as jnp
 import numpy as np
@@ -65,3 +67,9 @@ def assert_step_and_rollout_match(step, x0, u, x1, controls, rollout, dtype, *, 
     for n in range(controls.shape[1]):
         x = step(x, jnp.asarray(controls[:, n], dtype))
         np.testing.assert_allclose(x, rollout[:, n + 1], atol=rollout_atol, rtol=rtol)
+
+
+def without_brax(monkeypatch) -> None:
+    """As if Brax were not installed, for one test, even if an earlier test imported it."""
+    for name in ["brax", *(m for m in list(sys.modules) if m.startswith("brax."))]:
+        monkeypatch.setitem(sys.modules, name, None)

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import csv
-import sys
 import math
 import re
 from pathlib import Path
@@ -12,6 +11,8 @@ import pytest
 
 from stablebptt.paper import claims
 from stablebptt.runs import rundir
+
+from ..helpers import without_brax
 
 ROOT = Path(__file__).resolve().parents[2]
 RESULTS = ROOT / "results"
@@ -71,8 +72,7 @@ def read_csv(path: Path) -> list[dict]:
 
 
 def test_claims_regenerated_from_the_committed_runs_equal_the_committed_ones(monkeypatch):
-    for name in ["brax", *(m for m in list(sys.modules) if m.startswith("brax."))]:
-        monkeypatch.setitem(sys.modules, name, None)  # reading committed Brax comparisons needs no Brax
+    without_brax(monkeypatch)  # reading committed Brax comparisons needs no Brax
     rows = claims.claim_rows(RESULTS)
     judged = claims.verdicts(rows) + claims.lq_verdicts(RESULTS / "lq")
     assert rundir.csv_text(claims.CLAIM_COLUMNS, rows) == (RESULTS / "claims.csv").read_bytes().decode()

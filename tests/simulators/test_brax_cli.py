@@ -6,6 +6,8 @@ import json
 
 import pytest
 
+from ..helpers import without_brax
+
 pytestmark = pytest.mark.long  # minutes of compiling: scheduled first (tests/conftest.py)
 
 
@@ -18,12 +20,9 @@ def one_line(err: str) -> str:
 
 @pytest.mark.parametrize("command", ["train", "compare"])
 def test_without_the_extra_one_line_names_the_install(command, monkeypatch, capsys, tmp_path):
-    import sys
-
     from stablebptt.cli import main
 
-    for name in ["brax", *(m for m in list(sys.modules) if m.startswith("brax."))]:
-        monkeypatch.setitem(sys.modules, name, None)  # as if Brax were not installed, even if a test imported it
+    without_brax(monkeypatch)
     code = main([command, "brax", "--env", "reacher", "--out", str(tmp_path / "run")])
     line = one_line(capsys.readouterr().err)
     assert code == 2 and "pip install '.[brax]'" in line

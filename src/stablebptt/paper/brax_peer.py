@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import itertools
 import json
 import logging
 import math
@@ -75,8 +76,8 @@ class PeerSpec:
         object.__setattr__(self, "seeds", tuple(validate.distinct("seeds", self.seeds)))
         validate.positive_int("apg_default_horizon", self.apg_default_horizon)
         validate.positive_int("apg_evals", self.apg_evals)
-        for seed in self.seeds if check_runs else ():
-            for method in self.methods:
+        if check_runs:
+            for seed, method in itertools.product(self.seeds, self.methods):
                 self.run_config(method, seed)  # validates env, sizes and methods
         for horizon in (self.apg_default_horizon, self.n_steps):
             if self.simulator_steps % (self.batch_size * horizon):
