@@ -54,9 +54,9 @@ from typing import Any
 
 import equinox as eqx
 import jax
+import jax.flatten_util
 import jax.numpy as jnp
 import numpy as np
-import optax
 from jax import lax
 
 __all__ = [
@@ -78,6 +78,7 @@ __all__ = [
     "gate",
     "combine_by_sign",
     "cosine_similarity",
+    "flat_vector",
     "flow_from_name",
     "FLOW_NAMES",
 ]
@@ -119,11 +120,22 @@ def combine_by_sign(primary: Any, reference: Any) -> Any:
     return jax.tree.map(combine, primary, reference)
 
 
+def flat_vector(tree: Any) -> jax.Array:
+    """Every leaf of ``tree`` raveled and concatenated into one vector (``jax.flatten_util.ravel_pytree``).
+
+    Sums over a whole pytree (norms, dot products) are taken on this vector:
+    one reduction compiles to one kernel, where a sum per leaf compiles to
+    one per leaf.
+    """
+    return jax.flatten_util.ravel_pytree(tree)[0]
+
+
 def cosine_similarity(a: Any, b: Any) -> jax.Array:
     """Cosine of the angle between two pytrees flattened into vectors (0 if either is 0)."""
-    dot = optax.tree_utils.tree_vdot(a, b)
-    na = optax.tree_utils.tree_norm(a)
-    nb = optax.tree_utils.tree_norm(b)
+    va, vb = flat_vector(a), flat_vector(b)
+    dot = jnp.vdot(va, vb)
+    na = jnp.sqrt(jnp.vdot(va, va))
+    nb = jnp.sqrt(jnp.vdot(vb, vb))
     denom = na * nb
     return jnp.where(denom > 0, dot / jnp.where(denom > 0, denom, 1), 0.0)
 

@@ -26,11 +26,10 @@ from typing import Any, Callable, NamedTuple
 import equinox as eqx
 import jax
 import jax.numpy as jnp
-import optax
 
 from .backward import value_and_grads
 from .remat import check_remat
-from .flows import AbstractFlow, cosine_similarity, lane, refuse_concrete_bases
+from .flows import AbstractFlow, cosine_similarity, flat_vector, lane, refuse_concrete_bases
 from .problem import ControlProblem, check_flow, check_policy, check_states
 from .rollouts import gated_loss
 
@@ -217,5 +216,6 @@ def value_and_update(
     loss, grads = backward.value_and_grads(apply, params, problem, x0, net, sim, network_lanes=flow.network_lanes)
     update = flow.combine(grads)
     cosine = combined_cosine(grads, flow.combined).astype(loss.dtype)
-    sq_norm = optax.tree_utils.tree_norm(update, squared=True).astype(loss.dtype)
+    flat = flat_vector(update)
+    sq_norm = jnp.vdot(flat, flat).astype(loss.dtype)
     return loss, update, UpdateInfo(sq_norm, cosine)
