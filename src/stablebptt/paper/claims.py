@@ -369,9 +369,9 @@ def verdicts_markdown(rows: list[dict], judged: list[dict], protocol: str = "") 
     if brax:
         lines += ["", f"{TEXTS['brax']}, per seed in seed order:", ""]
         lines.append(tables.render(
-            ("task", "comparison", "first wins in", "first per seed", "second per seed", "first mean", "second mean", "verdict"),
+            ("task", "episode steps", "comparison", "first wins in", "first per seed", "second per seed", "first mean", "second mean", "verdict"),
             (
-                (r["task"], f"{r['winner']} vs {r['loser']}", f"{r['wins']} of {r['seeds']}", r["winner_finals"], r["loser_finals"],
+                (r["task"], r["level"], f"{r['winner']} vs {r['loser']}", f"{r['wins']} of {r['seeds']}", r["winner_finals"], r["loser_finals"],
                  fmt(r["winner_mean"]), fmt(r["loser_mean"]), verdict(r["seeds"], r["wins"]))
                 for r in brax
             ),
