@@ -42,7 +42,7 @@ def direct_loss(policy, env, x0, stop):
 def test_updates_equal_jax_grad_of_the_brax_rollout(env):
     # float32: Brax's pipeline keeps its system constants in float32 and its frame scan refuses float64 states
     x0 = brax_sim.reset(env, jax.random.key(0), BATCH)
-    net = sb.DenseNet(env.observation_size, env.action_size, (16,), key=jax.random.key(1))
+    net = sb.DenseNet(brax_sim.observation_size(env), env.action_size, (16,), key=jax.random.key(1))
     policy = brax_sim.ObservationPolicy(net)
     problem = brax_sim.brax_problem(env, STEPS)
     params, static = eqx.partition(policy, eqx.is_inexact_array)
@@ -74,6 +74,7 @@ def test_an_ended_episode_stays_frozen_with_no_reward(env):
     x0 = brax_sim.reset(env, jax.random.key(2), 2)
     x0 = x0.replace(done=jnp.array([1.0, 0.0]))
     x1 = jax.jit(brax_sim.batch_step(env))(x0, jnp.ones((2, env.action_size)))
+    assert brax_sim.observation_size(env) == x0.obs.shape[-1] == 8  # the double pendulum's observation (traced, not run)
     for before, after in zip(jax.tree.leaves(x0.pipeline_state), jax.tree.leaves(x1.pipeline_state), strict=True):
         np.testing.assert_array_equal(after[0], before[0])  # ended: unchanged
     assert not np.array_equal(x1.pipeline_state.q[1], x0.pipeline_state.q[1])  # running: stepped

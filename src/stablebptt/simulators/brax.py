@@ -38,6 +38,7 @@ __all__ = [
     "import_brax_envs",
     "env_names",
     "env_sizes",
+    "observation_size",
     "get_env",
     "ObservationPolicy",
     "reset",
@@ -86,7 +87,15 @@ def env_sizes(name: str, backend: str = "generalized") -> tuple[int, int, int]:
     ``env.reset`` state, traced by ``jax.eval_shape`` (nothing computed); once per environment and process."""
     env = get_env(name, backend)
     state = jax.eval_shape(env.reset, jax.random.key(0))
-    return sum(math.prod(leaf.shape) for leaf in jax.tree.leaves(state)), int(env.observation_size), int(env.action_size)
+    return sum(math.prod(leaf.shape) for leaf in jax.tree.leaves(state)), state.obs.shape[-1], int(env.action_size)
+
+
+def observation_size(env: Any) -> int:
+    """The length of ``env``'s observation vector, from the shape of a traced ``env.reset`` (nothing computed).
+
+    Brax's own ``env.observation_size`` runs a reset op by op, which takes seconds on a CPU.
+    """
+    return jax.eval_shape(env.reset, jax.random.key(0)).obs.shape[-1]
 
 
 class ObservationPolicy(eqx.Module):

@@ -55,7 +55,7 @@ class BraxConfig(TaskConfig):
 def make_policy(env, config: BraxConfig, key: jax.Array, dtype=None) -> brax_sim.ObservationPolicy:
     """Observation → ``depth`` × ``width`` tanh → actions, squashed by tanh; last kernel zero (action 0 at first)."""
     net = DenseNet(
-        env.observation_size, env.action_size, (config.width,) * config.depth, key=key, zero_last_kernel=True, dtype=dtype
+        brax_sim.observation_size(env), env.action_size, (config.width,) * config.depth, key=key, zero_last_kernel=True, dtype=dtype
     )
     return brax_sim.ObservationPolicy(net)
 
