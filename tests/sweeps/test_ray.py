@@ -204,6 +204,19 @@ def test_an_interrupted_sweep_resumes_on_ray_without_retraining(connected, refer
     assert results(out) == results(reference)
 
 
+def test_diverged_runs_are_recorded_as_locally(connected, tmp_path, x64):
+    # before the tests that kill workers: it reuses the warm ones (19 s after them, 4 s before)
+    spec = dataclasses.replace(SPEC, methods=("R",), learning_rate=1e30)  # one group; the loss blows up
+    run_sweep(spec, tmp_path / "local", progress=False, **GROUPS)
+    run_sweep(spec, tmp_path / "ray", progress=False, **GROUPS, backend=RayBackend())
+    for run in spec.grid():
+        local, remote = tmp_path / "local" / run.path, tmp_path / "ray" / run.path
+        assert read_summary(remote)["status"] == read_summary(local)["status"] == "diverged"
+        assert read_summary(remote)["diverged_at_epoch"] == read_summary(local)["diverged_at_epoch"]
+        assert sorted(p.name for p in remote.iterdir()) == sorted(p.name for p in local.iterdir())  # no params.eqx
+        assert metrics(remote) == metrics(local)
+
+
 def test_a_group_whose_worker_dies_is_retried(connected, reference, tmp_path):
     out, log = with_r_finished(reference, tmp_path / "retried"), tmp_path / "deaths.log"
     backend = RayBackend(max_retries=1, before_group=dying("C", log, times=1))
@@ -226,18 +239,6 @@ def test_a_group_whose_worker_always_dies_is_reported_after_the_others_are_writt
     assert finished_runs(SPEC, out) == r_runs
     assert run_dirs(out) == sorted(run.path for run in r_runs) and leftovers(out) == []
     assert results(out, r_runs) == results(reference, r_runs)
-
-
-def test_diverged_runs_are_recorded_as_locally(connected, tmp_path, x64):
-    spec = dataclasses.replace(SPEC, methods=("R",), learning_rate=1e30)  # one group; the loss blows up
-    run_sweep(spec, tmp_path / "local", progress=False, **GROUPS)
-    run_sweep(spec, tmp_path / "ray", progress=False, **GROUPS, backend=RayBackend())
-    for run in spec.grid():
-        local, remote = tmp_path / "local" / run.path, tmp_path / "ray" / run.path
-        assert read_summary(remote)["status"] == read_summary(local)["status"] == "diverged"
-        assert read_summary(remote)["diverged_at_epoch"] == read_summary(local)["diverged_at_epoch"]
-        assert sorted(p.name for p in remote.iterdir()) == sorted(p.name for p in local.iterdir())  # no params.eqx
-        assert metrics(remote) == metrics(local)
 
 
 def test_the_cli_reports_failed_groups_in_one_line(tmp_path, monkeypatch, capsys):
