@@ -7,6 +7,7 @@ import math
 import re
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from stablebptt.paper import claims
@@ -66,6 +67,34 @@ def test_verdicts_pool_the_clip_modes_and_count_only_named_levels():
     assert got == {"clip none": (3, 3, "holds"), "clip norm": (3, 1, "does not hold"), "best clip": (3, 2, "holds in part"), "same clip": (6, 4, "holds in part")}
 
 
+def test_clipping_never_acted_where_clip_value_and_clip_norm_runs_are_identical(tmp_path):
+    """On copies of committed runs (cart pole, 1 pole, S: seeds 42 and 43 identical, 44 not), changed by one digit."""
+    import shutil
+
+    source = RESULTS / "cartpole"
+    shutil.copy(source / "sweep.json", tmp_path / "sweep.json")
+    for clip in ("value", "norm"):
+        for seed in (42, 43, 44):
+            shutil.copytree(source / f"runs/poles1/S-{clip}-seed{seed}", tmp_path / f"runs/poles1/S-{clip}-seed{seed}")
+    expected = {"task": "cartpole", "level": 1, "method": "S", "identical": [42, 43], "pairs": [42, 43, 44]}
+    assert claims.unclipped_pairs(tmp_path) == [expected]
+
+    def edit(run: str, column: str, change) -> None:
+        path = tmp_path / "runs/poles1" / run / rundir.METRICS
+        rows = rundir.read_metrics(path)
+        rows[-1][column] = change(rows[-1][column])
+        path.write_text(rundir.csv_text(tuple(rows[0]), rows))
+
+    edit("S-norm-seed42", "seconds", lambda v: v + 1.0)  # wall times aside
+    assert claims.unclipped_pairs(tmp_path) == [expected]
+    edit("S-norm-seed43", "test_loss", lambda v: float(np.nextafter(np.float32(v), np.float32(1))))  # one float32 step
+    assert claims.unclipped_pairs(tmp_path) == [{**expected, "identical": [42]}]
+    (tmp_path / "runs/poles1/S-value-seed42" / "summary.json").unlink()  # not finished: no pair
+    assert claims.unclipped_pairs(tmp_path) == [{**expected, "identical": [], "pairs": [43, 44]}]
+    assert "| cartpole | 1 | S | 2 of 3 | 42, 43 |" in claims.claims_markdown([], [], [expected])
+    assert "Where clipping never acted" not in claims.claims_markdown([], [], [{**expected, "identical": []}])
+
+
 def read_csv(path: Path) -> list[dict]:
     with path.open(encoding="utf-8") as f:
         return list(csv.DictReader(f))
@@ -77,7 +106,7 @@ def test_claims_regenerated_from_the_committed_runs_equal_the_committed_ones(mon
     judged = claims.verdicts(rows) + claims.lq_verdicts(RESULTS / "lq")
     assert rundir.csv_text(claims.CLAIM_COLUMNS, rows) == (RESULTS / "claims.csv").read_bytes().decode()
     assert rundir.csv_text(claims.VERDICT_COLUMNS, judged) == (RESULTS / "verdicts.csv").read_bytes().decode()
-    assert claims.claims_markdown(rows, judged) == (RESULTS / "claims.md").read_text(encoding="utf-8")
+    assert claims.claims_markdown(rows, judged, claims.unclipped_rows(RESULTS)) == (RESULTS / "claims.md").read_text(encoding="utf-8")
     block = claims.verdicts_markdown(rows, judged, claims.protocol_text(RESULTS))
     for readme in (RESULTS / "README.md", ROOT / "README.md"):  # the printed verdicts are the generated ones
         text = readme.read_text(encoding="utf-8")
