@@ -10,7 +10,6 @@ from __future__ import annotations
 import dataclasses
 import functools
 import json
-import math
 import os
 import shutil
 import subprocess
@@ -23,7 +22,7 @@ import stablebptt.sweeps.groups as groups_module
 import stablebptt.sweeps.run as sweep_module
 from stablebptt.cli import main
 from stablebptt.sweeps.ray_backend import RayBackend
-from stablebptt.runs.rundir import read_metrics, read_summary
+from stablebptt.runs.rundir import read_summary, trained_numbers
 from stablebptt.sweeps.groups import GroupsFailedError
 from stablebptt.sweeps.spec import SweepSpec, finished_runs
 from stablebptt.sweeps.run import run_sweep
@@ -127,7 +126,7 @@ def reference(head, tmp_path_factory):
 
 def metrics(run_dir: Path) -> list[dict]:
     """A run's metrics without the wall times (NaN as None, so that equal means equal)."""
-    return [{k: (None if math.isnan(v) else v) for k, v in row.items() if k != "seconds"} for row in read_metrics(run_dir / "metrics.csv")]
+    return trained_numbers(run_dir / "metrics.csv")
 
 
 def results(out: Path, runs=None) -> dict:

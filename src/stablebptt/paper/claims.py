@@ -136,13 +136,12 @@ def seed_outcomes(folder: Path) -> dict[tuple, dict[int, dict]]:
     return found
 
 
-def _trained_numbers(path: Path) -> list[tuple] | None:
-    """A finished run's metrics without its wall times (NaN as None, so that equal means equal), else None."""
+def _trained_numbers(path: Path) -> list[dict] | None:
+    """A finished run's :func:`~stablebptt.runs.rundir.trained_numbers`, else None."""
     summary = rundir.read_summary(path)
     if summary is None or summary.get("status") not in ("finished", "diverged"):
         return None
-    rows = rundir.read_metrics(path / rundir.METRICS)
-    return [tuple(None if isinstance(v, float) and math.isnan(v) else v for k, v in row.items() if k != "seconds") for row in rows]
+    return rundir.trained_numbers(path / rundir.METRICS)
 
 
 def unclipped_pairs(folder: Path) -> list[dict]:
@@ -334,7 +333,7 @@ def lq_verdicts(folder: Path) -> list[dict]:
     return out
 
 
-def claims_markdown(rows: list[dict], judged: list[dict], unclipped: list[dict] = ()) -> str:
+def claims_markdown(rows: list[dict], judged: list[dict], unclipped: Iterable[dict] = ()) -> str:
     """``claims.md``: the rule, the verdicts, every comparison with its per-seed numbers, and where clipping
     never acted (:func:`unclipped_pairs`, the rows with an identical seed)."""
     texts = TEXTS

@@ -35,6 +35,7 @@ from .config import RunConfig
 log = logging.getLogger(__name__)
 
 __all__ = [
+    "trained_numbers",
     "CONFIG",
     "METRICS",
     "PARAMS",
@@ -237,6 +238,12 @@ def read_metrics(path: Path) -> list[dict]:
         raise RunDirError(f"{path} is missing; the run did not write its metrics: train it again") from None
     except (OSError, UnicodeDecodeError, csv.Error, TypeError, ValueError) as err:
         raise RunDirError(f"{path} is damaged ({err}); train the run again or restore the file") from None
+
+
+def trained_numbers(path: Path) -> list[dict]:
+    """A ``metrics.csv``'s rows without the wall times, NaN as None (R logs no M-R cosine): what a run computed,
+    so that two runs that trained alike compare equal."""
+    return [{k: (None if math.isnan(v) else v) for k, v in row.items() if k != "seconds"} for row in read_metrics(path)]
 
 
 def read_config(run_dir: Path) -> RunConfig:

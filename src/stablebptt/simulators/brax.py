@@ -86,7 +86,7 @@ def env_sizes(name: str, backend: str = "generalized") -> tuple[int, int, int]:
     """``(state, observation_size, action_size)`` of an environment: ``state`` counts the numbers of one
     ``env.reset`` state, traced by ``jax.eval_shape`` (nothing computed); once per environment and process."""
     env = get_env(name, backend)
-    state = jax.eval_shape(env.reset, jax.random.key(0))
+    state = _traced_reset(env)
     return sum(math.prod(leaf.shape) for leaf in jax.tree.leaves(state)), state.obs.shape[-1], int(env.action_size)
 
 
@@ -95,7 +95,12 @@ def observation_size(env: Any) -> int:
 
     Brax's own ``env.observation_size`` runs a reset op by op, which takes seconds on a CPU.
     """
-    return jax.eval_shape(env.reset, jax.random.key(0)).obs.shape[-1]
+    return _traced_reset(env).obs.shape[-1]
+
+
+def _traced_reset(env: Any) -> Any:
+    """The shapes and dtypes of one ``env.reset`` state (``jax.eval_shape``: nothing computed)."""
+    return jax.eval_shape(env.reset, jax.random.key(0))
 
 
 class ObservationPolicy(eqx.Module):
