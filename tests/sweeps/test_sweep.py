@@ -298,6 +298,7 @@ def test_a_new_grid_of_the_same_protocol_joins_the_folder(uninterrupted, tmp_pat
     assert all(cells[k] == old[k] for k in old)  # the old cells keep their numbers
     md = (folder / "table.md").read_text()
     assert "| clip none | clip norm | clip value |" in md and "not run" in md and "(1 seed)" in md
+    assert "mean ± std over 2 seeds where the cell names no other number" in md and "(2 seeds)" not in md  # the usual count, said once
     one = tmp_path / "one-by-one"
     run_sweep(more, one, batched=False, progress=False)
     assert_same_numbers(numbers(folder, more), numbers(one, more))
@@ -315,6 +316,9 @@ def test_merged_sweeps():
     assert len(ab.grid()) == len(a.grid()) + len(b.grid()) == 8 + 4
     assert {r.path for r in ab.grid()} == {r.path for r in a.grid()} | {r.path for r in b.grid()}
     assert ab.merge(a) == ab and a.merge(a) == a  # what is held already adds nothing
+    # the seeds most settings run: a tie goes to the larger count; more settings with one seed make it 1
+    assert a.usual_seeds() == 2 and ab.usual_seeds() == 2
+    assert a.merge(SweepSpec(**{**b.to_dict(), "levels": (1, 2), "grids": ()})).usual_seeds() == 1
     assert SweepSpec.from_dict(ab.to_dict()) == ab
     assert a.merge(SweepSpec(**{**TINY, "clips": ("norm", "none")})).grids == ()  # a grid holding another replaces it
     with pytest.raises(ValueError, match="different protocols"):

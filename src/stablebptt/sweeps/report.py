@@ -102,12 +102,12 @@ def table_markdown(spec: SweepSpec, rows: list[dict]) -> str:
     """Final and best test loss, mean ± std over seeds: a row per difficulty × method, a column per clip mode."""
     exp = EXPERIMENTS[spec.experiment]
     index = {(r["level"], r["method"], r["clip"]): r for r in rows}
-    n = len(spec.seeds)
+    n = spec.usual_seeds()
     lines = []
     for which, title in (("final", f"Final test loss after {spec.epochs} epochs"), ("best", "Best test loss over the epochs")):
         if lines:
             lines.append("")
-        over = f"{n} seed(s)" if not spec.grids else f"{n} seeds where the cell names no other number"
+        over = f"{n} seed(s)" if not spec.grids else f"{n} seed{'s' if n != 1 else ''} where the cell names no other number"
         cells = [
             (exp.level_name(level), method, *(_cell(index.get((level, method, c)), which, n if spec.grids else None) for c in spec.clips))
             for level in spec.levels
@@ -132,7 +132,7 @@ def sweep_figure(spec: SweepSpec, out: Path, window: int | None = None):
         spec.methods,
         spec.clips,
         collect_histories(spec, out),
-        title=f"{spec.experiment}: test loss over {len(spec.seeds)} seed(s), preset {spec.preset}",
+        title=f"{spec.experiment}: test loss over {spec.usual_seeds()} seed(s), preset {spec.preset}",
         window=window,
         update_size=spec.experiment == "quantum",
     )

@@ -12,6 +12,7 @@ the work, and batching 4× more runs gains too little on a CPU to pay for it.
 
 from __future__ import annotations
 
+import collections
 import dataclasses
 import itertools
 import json
@@ -138,6 +139,14 @@ class SweepSpec:
     def seeds_of(self, level: Any, method: str, clip: str) -> tuple[int, ...]:
         """The seeds the sweep runs for one setting."""
         return tuple(s for s in self.seeds if self.holds(level, method, clip, s))
+
+    def usual_seeds(self) -> int:
+        """How many seeds most of the sweep's settings run (on a tie, the larger number): the count a table
+        states once, naming it only in the cells that differ."""
+        counts = collections.Counter(
+            len(self.seeds_of(level, m, c)) for level in self.levels for m in self.methods for c in self.clips if self.holds(level, m, c)
+        )
+        return max(counts, key=lambda n: (counts[n], n)) if counts else len(self.seeds)
 
     def protocol(self) -> dict:
         """Every setting but which runs the sweep holds: sweeps that share it can share a folder."""
