@@ -48,6 +48,13 @@ def test_best_clip_is_the_lowest_mean_final_loss():
     }
     assert claims._best_clip(outcomes, 2, "R", ["none", "value", "norm"]) == "value"
     assert claims._best_clip(outcomes, 2, "C", ["none", "value", "norm"]) is None
+    # more seeds of one mode: the modes are compared on the seeds they share (value's 0.5 against none's 0.8),
+    # not none's mean over all its seeds (0.2), which would judge it on other data
+    outcomes[(2, "R", "none")] |= {s: outcome(0.0) for s in range(44, 50)}
+    assert claims._best_clip(outcomes, 2, "R", ["none", "value", "norm"]) == "value"
+    # modes with no seed in common: each on its own seeds
+    apart = {(1, "C", "none"): {42: outcome(0.3)}, (1, "C", "value"): {43: outcome(0.2)}}
+    assert claims._best_clip(apart, 1, "C", ["none", "value", "norm"]) == "value"
 
 
 @pytest.mark.parametrize(

@@ -8,8 +8,9 @@ within a seed: "C ends below R in k of n seeds", with the ratio per seed.
 A *comparison* pits a claimed winner against a loser at one difficulty:
 both at the same clip mode (``clip none``, ``clip value``, ``clip norm``),
 or each at its own best clip mode (``best clip``: the lowest mean final test
-loss of the clip modes it ran, chosen per difficulty) — R as a practitioner
-would run it. Brax comparisons compare returns (higher wins) of one setting.
+loss of the clip modes it ran, chosen per difficulty over the seeds that all
+those modes ran, so that a mode with more seeds is not judged on other data)
+— R as a practitioner would run it. Brax comparisons compare returns (higher wins) of one setting.
 
 The rule (:data:`RULE`), applied by :func:`verdict`: a claim *holds* when the
 claimed winner ends lower in every paired seed at every difficulty the claim
@@ -60,7 +61,8 @@ RULE = (
     "than half of those pairs; otherwise it **does not hold**. Pairs are within a seed (same data, same initial "
     "weights). Verdicts are given for each clip mode on its own, for the three clip modes pooled "
     "(`same clip`), and for each method at its own best clip mode (`best clip`: the clip mode with the lowest "
-    "mean final test loss at that difficulty), which compares with R as a practitioner would run it."
+    "mean final test loss at that difficulty, over the seeds all its clip modes ran), which compares with R as a "
+    "practitioner would run it."
 )
 
 CLAIM_COLUMNS = (
@@ -179,7 +181,11 @@ def unclipped_rows(results: Path) -> list[dict]:
 
 
 def _best_clip(outcomes: dict, level: Any, method: str, clips: Iterable[str]) -> str | None:
-    means = {c: np.mean([o["final"] for o in outcomes[(level, method, c)].values()]) for c in clips if (level, method, c) in outcomes}
+    """The clip mode of ``method`` with the lowest mean final test loss, over the seeds every one of its modes ran
+    (over each mode's own seeds where they share none); the first on a tie."""
+    ran = {c: outcomes[(level, method, c)] for c in clips if (level, method, c) in outcomes}
+    shared = set.intersection(*(set(by_seed) for by_seed in ran.values())) if ran else set()
+    means = {c: np.mean([o["final"] for s, o in by_seed.items() if not shared or s in shared]) for c, by_seed in ran.items()}
     return min(means, key=lambda c: (means[c], list(means).index(c))) if means else None
 
 
