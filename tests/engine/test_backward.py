@@ -16,8 +16,6 @@ from stablebptt.engine.rollouts import gated_loss
 from ..conftest import tol
 from ..helpers import assert_trees_close
 
-pytestmark = pytest.mark.long  # half a minute of compiling: scheduled first (tests/conftest.py)
-
 B = 5  # batch
 
 

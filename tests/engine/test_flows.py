@@ -12,8 +12,6 @@ from stablebptt.engine.networks import FunctionPolicy
 
 from ..conftest import tol
 
-pytestmark = pytest.mark.long  # half a minute of compiling: scheduled first (tests/conftest.py)
-
 A, B = 0.9, 0.5
 X0 = np.array([0.7, -1.3, 0.4])
 Y = 0.2  # target of the final state

@@ -15,8 +15,6 @@ from stablebptt.tasks import cartpole
 from ..conftest import reference
 from ..helpers import dense_leaves, max_rel_err, with_reference_weights
 
-pytestmark = pytest.mark.long  # half a minute of compiling: scheduled first (tests/conftest.py)
-
 LETTERS = {"F": sb.R(), "P": sb.M(), "S": sb.S(), "C": sb.C()}
 
 

@@ -13,8 +13,6 @@ import stablebptt as sb
 
 from ..helpers import assert_trees_close
 
-pytestmark = pytest.mark.long  # half a minute of compiling: scheduled first (tests/conftest.py)
-
 BATCH = 4
 FLOWS = [sb.R(), sb.M(), sb.S(), sb.N(), sb.C(), sb.Gated([0.0, 0.5, 1.0] * 3, 1.0), sb.Truncated(3)]
 

@@ -13,8 +13,6 @@ from stablebptt.tasks import cartpole
 from ..conftest import reference, tol
 from ..helpers import assert_trees_close, with_reference_weights
 
-pytestmark = pytest.mark.long  # half a minute of compiling: scheduled first (tests/conftest.py)
-
 
 def pytree_problem():
     """A 2-D point mass as a dict state, a per-step loss with a control penalty."""

@@ -15,8 +15,6 @@ from stablebptt.tasks import cartpole
 from ..conftest import reference, tol
 from ..helpers import assert_regular_gradient_matches_finite_differences, assert_step_and_rollout_match
 
-pytestmark = pytest.mark.long  # half a minute of compiling: scheduled first (tests/conftest.py)
-
 
 @pytest.mark.parametrize("poles", [1, 2, 3, 4])
 def test_step_and_rollout_match_reference(poles, dtype):

@@ -19,8 +19,6 @@ from stablebptt.tools.diagnose import GROWTH_RATIO, Diagnosis, diagnose
 
 from ..conftest import tol
 
-pytestmark = pytest.mark.long  # half a minute of compiling: scheduled first (tests/conftest.py)
-
 # x' = A x + B c under c = K x: open loop A has eigenvalues 1.02 and 0.5, the closed loop A + B K has 1.274 and 0.547
 A = np.array([[1.02, 0.3], [0.0, 0.5]])
 B = np.array([[0.0], [1.0]])
