@@ -20,8 +20,6 @@ pytestmark = pytest.mark.long  # a quarter of a minute or more: scheduled first 
 EVERY = 10
 
 
-without_timing = rundir.trained_numbers
-
 
 KILL_AT = EVERY + 3  # the checkpoint is after epoch 10; rows 11..13 are to be cut back
 
@@ -65,7 +63,7 @@ def test_a_killed_train_run_continues_to_the_same_bytes(tmp_path):
     rows = rundir.read_metrics(out / rundir.METRICS)
     # continued, not retrained: the epochs up to the checkpoint keep the killed process's wall times
     assert [r["seconds"] for r in rows[:checkpoint_epoch]] == [r["seconds"] for r in killed_rows[:checkpoint_epoch]]
-    assert without_timing(out / rundir.METRICS) == without_timing(reference / rundir.METRICS)
+    assert rundir.trained_numbers(out / rundir.METRICS) == rundir.trained_numbers(reference / rundir.METRICS)
     assert (out / rundir.PARAMS).read_bytes() == (reference / rundir.PARAMS).read_bytes()
     assert not (out / rundir.CHECKPOINT).exists()
 
@@ -94,7 +92,7 @@ def test_a_killed_sweep_group_continues_to_the_same_bytes(tmp_path):
     for run, killed_rows in zip(spec.grid(), killed, strict=True):
         rows = rundir.read_metrics(out / run.path / rundir.METRICS)
         assert rows[0]["seconds"] == killed_rows[0]["seconds"]  # continued from the checkpoint, not retrained
-        assert without_timing(out / run.path / rundir.METRICS) == without_timing(reference / run.path / rundir.METRICS)
+        assert rundir.trained_numbers(out / run.path / rundir.METRICS) == rundir.trained_numbers(reference / run.path / rundir.METRICS)
         assert (out / run.path / rundir.PARAMS).read_bytes() == (reference / run.path / rundir.PARAMS).read_bytes()
 
 

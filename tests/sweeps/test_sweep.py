@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import csv
 import json
-import math
 from pathlib import Path
 
 import numpy as np
@@ -12,7 +11,7 @@ import pytest
 
 import stablebptt.sweeps.groups as groups_module
 from stablebptt.sweeps import report
-from stablebptt.runs.rundir import RunDirError, read_metrics
+from stablebptt.runs.rundir import RunDirError, read_metrics, trained_numbers
 from stablebptt.sweeps.spec import SweepSpec, finished_runs
 from stablebptt.sweeps.run import run_sweep
 
@@ -34,13 +33,7 @@ TINY = dict(
 
 def numbers(out: Path, spec: SweepSpec) -> dict:
     """Every run's metrics without the wall times (NaN as None, so that equal means equal)."""
-    return {
-        run.path: [
-            {k: (None if math.isnan(v) else v) for k, v in row.items() if k != "seconds"}
-            for row in read_metrics(out / run.path / "metrics.csv")
-        ]
-        for run in spec.grid()
-    }
+    return {run.path: trained_numbers(out / run.path / "metrics.csv") for run in spec.grid()}
 
 
 @pytest.fixture(scope="module")

@@ -125,8 +125,8 @@ def seed_outcomes(folder: Path) -> dict[tuple, dict[int, dict]]:
     found: dict[tuple, dict[int, dict]] = {}
     for run in spec.grid():
         path = Path(folder) / run.path
-        summary = rundir.read_summary(path)
-        if summary is None or summary.get("status") not in ("finished", "diverged"):
+        summary = _ended(path)
+        if summary is None:
             continue
         history = rundir.read_metrics(path / rundir.METRICS)
         finite = [r["test_loss"] for r in history if math.isfinite(r["test_loss"])]
@@ -138,12 +138,15 @@ def seed_outcomes(folder: Path) -> dict[tuple, dict[int, dict]]:
     return found
 
 
-def _trained_numbers(path: Path) -> list[dict] | None:
-    """A finished run's :func:`~stablebptt.runs.rundir.trained_numbers`, else None."""
+def _ended(path: Path) -> dict | None:
+    """A run's summary if it finished or diverged, else None (not started, or still training)."""
     summary = rundir.read_summary(path)
-    if summary is None or summary.get("status") not in ("finished", "diverged"):
-        return None
-    return rundir.trained_numbers(path / rundir.METRICS)
+    return summary if summary is not None and summary.get("status") in ("finished", "diverged") else None
+
+
+def _trained_numbers(path: Path) -> list[dict] | None:
+    """An ended run's :func:`~stablebptt.runs.rundir.trained_numbers`, else None."""
+    return rundir.trained_numbers(path / rundir.METRICS) if _ended(path) is not None else None
 
 
 def unclipped_pairs(folder: Path) -> list[dict]:
@@ -177,7 +180,7 @@ def unclipped_pairs(folder: Path) -> list[dict]:
 
 def unclipped_rows(results: Path) -> list[dict]:
     """:func:`unclipped_pairs` of every committed sweep folder under ``results``."""
-    return [u for name in EXPERIMENTS if (Path(results) / name / SWEEP_CONFIG).is_file() for u in unclipped_pairs(Path(results) / name)]
+    return [u for folder in _sweep_folders(results) for u in unclipped_pairs(folder)]
 
 
 def _best_clip(outcomes: dict, level: Any, method: str, clips: Iterable[str]) -> str | None:
@@ -256,13 +259,15 @@ def result_folders(results: Path) -> list[Path]:
     return sorted(p.parent for p in [*results.glob(f"*/{SWEEP_CONFIG}"), *results.glob("brax/*/peer.json")])
 
 
+def _sweep_folders(results: Path) -> list[Path]:
+    """The committed sweep folders under ``results`` (``NAME/sweep.json``), in the experiments' order."""
+    return [Path(results) / name for name in EXPERIMENTS if (Path(results) / name / SWEEP_CONFIG).is_file()]
+
+
 def claim_rows(results: Path) -> list[dict]:
     """Every comparison of every committed folder under ``results`` (sweeps first, then Brax)."""
     results = Path(results)
-    rows = []
-    for name in EXPERIMENTS:
-        if (results / name / SWEEP_CONFIG).is_file():
-            rows += sweep_claim_rows(results / name)
+    rows = [row for folder in _sweep_folders(results) for row in sweep_claim_rows(folder)]
     for folder in sorted(p.parent for p in results.glob("brax/*/peer.json")):
         rows += brax_claim_rows(folder)
     return rows
