@@ -5,8 +5,15 @@ from __future__ import annotations
 import sys
 
 import equinox as eqx
+import jax
 import jax.numpy as jnp
 import numpy as np
+
+import stablebptt as sb
+
+value_and_update = eqx.filter_jit(sb.value_and_update)
+"""``sb.value_and_update`` compiled as one program, as a training step runs it: called outside ``jit`` it
+would dispatch (and compile) its hundreds of operations one by one, most of the tests' compile time."""
 
 
 def dense_leaves(net):
@@ -22,8 +29,6 @@ def with_reference_weights(net, ref: dict, prefix: str = "w0_"):
 
 def assert_trees_close(got, want, rel: float) -> None:
     """Every leaf of ``got`` within ``rel`` (relative to the leaf's largest entry) of ``want``."""
-    import jax
-
     got_leaves, want_leaves = jax.tree.leaves(got), jax.tree.leaves(want)
     assert len(got_leaves) == len(want_leaves) > 0
     for a, b in zip(got_leaves, want_leaves, strict=True):
@@ -37,13 +42,8 @@ def max_rel_err(got, want) -> float:
 
 def assert_regular_gradient_matches_finite_differences(policy, problem, x0, *, eps: float, n_directions: int = 3, rtol: float = 1e-6):
     """R's update against central differences of the loss along random directions (use float64)."""
-    import equinox as eqx
-    import jax
-
-    import stablebptt as sb
-
     params, static = eqx.partition(policy, eqx.is_inexact_array)
-    _, update, _ = sb.value_and_update(sb.R(), policy, problem, x0)
+    _, update, _ = value_and_update(sb.R(), policy, problem, x0)
     loss = jax.jit(lambda p: sb.rollout_loss(eqx.combine(p, static), problem, x0))
     rng = np.random.default_rng(0)
     for _ in range(n_directions):
@@ -60,6 +60,7 @@ def assert_step_and_rollout_match(step, x0, u, x1, controls, rollout, dtype, *, 
 
     Inputs (the authors' float32 vectors) are cast to ``dtype``; the results must keep it.
     """
+    step = jax.jit(step)
     got = step(jnp.asarray(x0, dtype), jnp.asarray(u, dtype))
     assert got.dtype == dtype
     np.testing.assert_allclose(got, x1, atol=atol)

@@ -8,6 +8,8 @@ import numpy as np
 import pytest
 
 import stablebptt as sb
+
+from ..helpers import value_and_update
 from stablebptt.engine.networks import FunctionPolicy
 
 from ..conftest import tol
@@ -48,7 +50,7 @@ def closed_forms(theta, n):
 def test_single_flows_equal_closed_forms(backward, n, theta, dtype):
     expected = closed_forms(theta, n)
     for name in "RMSN":
-        loss, update, _ = sb.value_and_update(sb.flow_from_name(name), policy(theta, dtype), problem(n), jnp.asarray(X0, dtype), backward=backward)
+        loss, update, _ = value_and_update(sb.flow_from_name(name), policy(theta, dtype), problem(n), jnp.asarray(X0, dtype), backward=backward)
         assert loss.dtype == update.params.dtype == dtype
         np.testing.assert_allclose(float(update.params), expected[name], rtol=tol(dtype, 2e-5, 1e-12), atol=tol(dtype, 1e-7, 1e-15), err_msg=name)
 
@@ -65,10 +67,10 @@ def test_r_and_m_vanish_at_exact_solution(n, dtype):
     prob = sb.ControlProblem(step=lambda x, c: A * x + B * c, n_steps=n, final_loss=lambda x: 0.5 * jnp.mean(x**2))
     x0 = jnp.asarray(X0, dtype)
     for name in "RMC":
-        _, update, _ = sb.value_and_update(sb.flow_from_name(name), policy(-A / B, dtype), prob, x0)
+        _, update, _ = value_and_update(sb.flow_from_name(name), policy(-A / B, dtype), prob, x0)
         assert abs(float(update.params)) < tol(dtype, 1e-7, 1e-16), name
     # ... but not away from it
-    _, update, _ = sb.value_and_update(sb.R(), policy(-A / B + 1.5, dtype), prob, x0)
+    _, update, _ = value_and_update(sb.R(), policy(-A / B + 1.5, dtype), prob, x0)
     assert abs(float(update.params)) > 1e-3
 
 
@@ -76,9 +78,9 @@ def test_combined_is_sign_rule_on_separate_passes(dtype):
     two = sb.FunctionPolicy(lambda th, x: th[0] * x + th[1] * jnp.tanh(x), jnp.array([-1.5, -0.3], dtype))
     prob = sb.ControlProblem(step=lambda x, c: A * x + B * c + 0.3 * jnp.sin(x), n_steps=6, final_loss=lambda x: 0.5 * jnp.mean((x - 1.5) ** 2))
     x0 = jnp.asarray(X0, dtype)
-    _, m, _ = sb.value_and_update(sb.M(), two, prob, x0)
-    _, r, _ = sb.value_and_update(sb.R(), two, prob, x0)
-    _, c, info = sb.value_and_update(sb.C(), two, prob, x0)
+    _, m, _ = value_and_update(sb.M(), two, prob, x0)
+    _, r, _ = value_and_update(sb.R(), two, prob, x0)
+    _, c, info = value_and_update(sb.C(), two, prob, x0)
     m, r, c = np.asarray(m.params), np.asarray(r.params), np.asarray(c.params)
     # this point has one component where M and R agree in sign and one where they do not
     assert np.sign(m[0]) == np.sign(r[0]) and np.sign(m[1]) != np.sign(r[1])
@@ -132,7 +134,7 @@ def test_gated_schedules():
 def test_truncated_gradient_matches_closed_form(dtype):
     # Truncation every k steps of R on the linear system: only the last segment's chain survives.
     n, k, theta = 6, 4, 0.3
-    _, update, _ = sb.value_and_update(sb.Truncated(k), policy(theta, dtype), problem(n), jnp.asarray(X0, dtype))
+    _, update, _ = value_and_update(sb.Truncated(k), policy(theta, dtype), problem(n), jnp.asarray(X0, dtype))
     kk = A + B * theta
     xs = np.array([kk**i * X0 for i in range(n + 1)])
     # cuts at steps 0 and 4: x_6 depends (with gradient) on c_4 (via x_5) and c_5 only.
@@ -154,8 +156,8 @@ def test_combined_n_and_r_two_network_lanes_equal_closed_forms_and_autodiff(back
     net, sim = flow.gate_schedule(n)
     assert not np.array_equal(net[0], net[1]) or not np.array_equal(sim[0], sim[1])
     args = (flow, policy(theta, dtype), problem(n), jnp.asarray(X0, dtype))
-    loss, update, info = sb.value_and_update(*args, backward=backward)
-    loss_ad, update_ad, _ = sb.value_and_update(*args, backward=sb.AutodiffBackward())
+    loss, update, info = value_and_update(*args, backward=backward)
+    loss_ad, update_ad, _ = value_and_update(*args, backward=sb.AutodiffBackward())
     g = closed_forms(theta, n)
     expected = g["N"] if np.sign(g["N"]) == np.sign(g["R"]) else 0.0
     assert expected != 0.0  # the sign rule keeps N here, so the check sees N's lane
@@ -171,14 +173,14 @@ def test_gates_are_values_under_jit_and_vmap(dtype):
 
     @jax.jit
     def updates(net, sim):
-        return sb.value_and_update(sb.Gated(net, sim), policy(theta, dtype), problem(n), jnp.asarray(X0, dtype))[1].params
+        return value_and_update(sb.Gated(net, sim), policy(theta, dtype), problem(n), jnp.asarray(X0, dtype))[1].params
 
     got = jax.vmap(updates)(nets, sims)
     expected = closed_forms(theta, n)
     np.testing.assert_allclose(np.asarray(got), [expected[k] for k in "RMSN"], rtol=tol(dtype, 2e-5, 1e-12), atol=tol(dtype, 1e-7, 1e-15))
     # a traced per-step schedule inside C and inside Truncated
     x0, pol = jnp.asarray(X0, dtype), policy(theta, dtype)
-    c = jax.jit(lambda g: sb.value_and_update(sb.Combined(sb.Gated(g, 1.0), sb.R()), pol, problem(n), x0)[1].params)(jnp.zeros(n, dtype))
-    np.testing.assert_allclose(float(c), float(sb.value_and_update(sb.C(), pol, problem(n), x0)[1].params), rtol=tol(dtype, 2e-5, 1e-12))
-    t = jax.jit(lambda g: sb.value_and_update(sb.Truncated(2, sb.Gated(g, g)), pol, problem(n), x0)[1].params)(jnp.asarray(1.0, dtype))
-    np.testing.assert_allclose(float(t), float(sb.value_and_update(sb.Truncated(2, sb.R()), pol, problem(n), x0)[1].params), rtol=tol(dtype, 2e-5, 1e-12))
+    c = jax.jit(lambda g: value_and_update(sb.Combined(sb.Gated(g, 1.0), sb.R()), pol, problem(n), x0)[1].params)(jnp.zeros(n, dtype))
+    np.testing.assert_allclose(float(c), float(value_and_update(sb.C(), pol, problem(n), x0)[1].params), rtol=tol(dtype, 2e-5, 1e-12))
+    t = jax.jit(lambda g: value_and_update(sb.Truncated(2, sb.Gated(g, g)), pol, problem(n), x0)[1].params)(jnp.asarray(1.0, dtype))
+    np.testing.assert_allclose(float(t), float(value_and_update(sb.Truncated(2, sb.R()), pol, problem(n), x0)[1].params), rtol=tol(dtype, 2e-5, 1e-12))

@@ -13,7 +13,7 @@ import stablebptt as sb
 from stablebptt.tasks import cartpole
 
 from ..conftest import reference
-from ..helpers import dense_leaves, max_rel_err, with_reference_weights
+from ..helpers import dense_leaves, max_rel_err, with_reference_weights, value_and_update
 
 LETTERS = {"F": sb.R(), "P": sb.M(), "S": sb.S(), "C": sb.C()}
 
@@ -45,7 +45,7 @@ def test_forward_rollout(setup):
 def test_update_of_each_method(setup, letter, remat):
     ref, task, net = setup
     backward = sb.SharedBackward(remat=remat)
-    loss, update, info = sb.value_and_update(LETTERS[letter], net, task.problem, jnp.asarray(ref["x0"]), backward=backward)
+    loss, update, info = value_and_update(LETTERS[letter], net, task.problem, jnp.asarray(ref["x0"]), backward=backward)
     assert loss.dtype == update.layers[0].kernel.dtype == net.layers[0].kernel.dtype
     np.testing.assert_allclose(float(loss), float(ref[f"{letter}_loss"]), rtol=1e-6)
     for i, got in enumerate(dense_leaves(update)):
@@ -63,7 +63,7 @@ def test_three_keras_adam_steps(setup, letter):
     state = opt.init(params)
     losses = []
     for k in range(3):
-        loss, update, _ = sb.value_and_update(LETTERS[letter], eqx.combine(params, static), task.problem, jnp.asarray(ref["batches"][k]))
+        loss, update, _ = value_and_update(LETTERS[letter], eqx.combine(params, static), task.problem, jnp.asarray(ref["batches"][k]))
         losses.append(float(loss))
         updates, state = opt.update(update, state, params)
         params = optax.apply_updates(params, updates)

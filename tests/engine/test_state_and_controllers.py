@@ -11,7 +11,7 @@ import pytest
 
 import stablebptt as sb
 
-from ..helpers import assert_trees_close
+from ..helpers import assert_trees_close, value_and_update
 
 BATCH = 4
 FLOWS = [sb.R(), sb.M(), sb.S(), sb.N(), sb.C(), sb.Gated([0.0, 0.5, 1.0] * 3, 1.0), sb.Truncated(3)]
@@ -63,8 +63,8 @@ def test_integer_bool_and_key_leaves_pass_through_every_flow(flow, remat, precis
 def check_flow(flow, remat, dtype):
     policy, problem = policy_and_problem(dtype)
     x0 = initial_state(dtype)
-    shared = sb.value_and_update(flow, policy, problem, x0, backward=sb.SharedBackward(remat=remat))
-    autodiff = sb.value_and_update(flow, policy, problem, x0, backward=sb.AutodiffBackward(remat=remat))
+    shared = value_and_update(flow, policy, problem, x0, backward=sb.SharedBackward(remat=remat))
+    autodiff = value_and_update(flow, policy, problem, x0, backward=sb.AutodiffBackward(remat=remat))
     assert shared[0] == pytest.approx(float(autodiff[0]), rel=1e-6)
     assert all(leaf.dtype == dtype for leaf in jax.tree.leaves(shared[1]))
     assert float(optax.tree_utils.tree_norm(shared[1])) > 1e-4  # a real update, not zeros
@@ -76,8 +76,8 @@ def test_lanes_one_by_one_equal_batched_lanes(x64):
     policy, problem = policy_and_problem(jnp.float64)
     x0 = initial_state(jnp.float64)
     for flow in (sb.Combined(sb.N(), sb.R()),):  # two lanes, only one through the network
-        one_by_one = sb.value_and_update(flow, policy, problem, x0, backward=sb.SharedBackward(batch_lanes=False))[1]
-        batched = sb.value_and_update(flow, policy, problem, x0, backward=sb.SharedBackward())[1]
+        one_by_one = value_and_update(flow, policy, problem, x0, backward=sb.SharedBackward(batch_lanes=False))[1]
+        batched = value_and_update(flow, policy, problem, x0, backward=sb.SharedBackward())[1]
         assert_trees_close(one_by_one, batched, rel=1e-13)
 
 
@@ -140,7 +140,7 @@ def test_controller_that_does_not_fit_is_named_with_both_shapes():
     x = jnp.zeros((8, 2))
     mlp = eqx.nn.MLP(2, 1, 8, 1, key=jax.random.key(0))
     with pytest.raises(ValueError) as err:
-        sb.value_and_update(sb.C(), mlp, problem, x)  # written for one sample, given a batch
+        value_and_update(sb.C(), mlp, problem, x)  # written for one sample, given a batch
     assert "the controller fails on states of shape (8, 2)" in one_line(err) and "sb.PerSample(module)" in str(err.value)
     scalar = sb.PerSample(eqx.nn.MLP(2, "scalar", 8, 1, key=jax.random.key(0)))
     with pytest.raises(ValueError) as err:
@@ -148,10 +148,10 @@ def test_controller_that_does_not_fit_is_named_with_both_shapes():
     assert "controls of shape (8,) for states of shape (8, 2)" in one_line(err)
     shrinking = sb.ControlProblem(step=lambda x, c: x[:, :1] + c, n_steps=3, final_loss=jnp.mean)
     with pytest.raises(ValueError) as err:
-        sb.value_and_update(sb.C(), sb.PerSample(mlp), shrinking, x)
+        value_and_update(sb.C(), sb.PerSample(mlp), shrinking, x)
     assert "returns a state of shape (8, 1) for a state of shape (8, 2)" in one_line(err)
     with pytest.raises(ValueError) as err:
-        sb.value_and_update(sb.C(), sb.PerSample(mlp), problem, jnp.zeros((8, 2), jnp.int32))
+        value_and_update(sb.C(), sb.PerSample(mlp), problem, jnp.zeros((8, 2), jnp.int32))
     assert "have no floating-point leaf" in one_line(err)
     with pytest.raises(ValueError) as err:
         sb.rollout(mlp, problem.step, x, 3)

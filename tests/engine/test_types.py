@@ -11,6 +11,8 @@ import pytest
 from jax.extend.core import ClosedJaxpr, Jaxpr
 
 import stablebptt as sb
+
+from ..helpers import value_and_update
 from stablebptt.engine.rollouts import gated_loss
 from stablebptt.engine.updates import combined_cosine
 
@@ -172,10 +174,10 @@ def test_a_user_written_flow_is_its_gates():
     problem = oscillator()
     policy = sb.DenseNet(2, 1, (8,), key=jax.random.key(0))
     x0 = jax.random.normal(jax.random.key(1), (8, 2))
-    _, mine, info = sb.value_and_update(Anneal(), policy, problem, x0)
-    _, reference, _ = sb.value_and_update(Anneal(), policy, problem, x0, backward=sb.AutodiffBackward())
-    _, r, _ = sb.value_and_update(sb.R(), policy, problem, x0)
-    _, m, _ = sb.value_and_update(sb.M(), policy, problem, x0)
+    _, mine, info = value_and_update(Anneal(), policy, problem, x0)
+    _, reference, _ = value_and_update(Anneal(), policy, problem, x0, backward=sb.AutodiffBackward())
+    _, r, _ = value_and_update(sb.R(), policy, problem, x0)
+    _, m, _ = value_and_update(sb.M(), policy, problem, x0)
     for u, v, rr, mm in zip(*map(jax.tree.leaves, (mine, reference, r, m)), strict=True):
         np.testing.assert_allclose(np.asarray(u), np.asarray(v), rtol=1e-4, atol=1e-6 * float(jnp.abs(v).max()))
     flat = lambda t: np.concatenate([np.ravel(a) for a in jax.tree.leaves(t)])  # noqa: E731

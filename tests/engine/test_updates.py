@@ -11,7 +11,7 @@ import stablebptt as sb
 from stablebptt.tasks import cartpole
 
 from ..conftest import reference, tol
-from ..helpers import assert_trees_close, with_reference_weights
+from ..helpers import assert_trees_close, with_reference_weights, value_and_update
 
 
 def pytree_problem():
@@ -46,8 +46,8 @@ def pytree_inputs(dtype):
 def test_shared_backward_equals_autodiff_on_pytree_problem(flow, dtype):
     problem = pytree_problem()
     net, x0 = pytree_inputs(dtype)
-    la, ua, ia = sb.value_and_update(flow, net, problem, x0, backward=sb.AutodiffBackward())
-    ls, us, is_ = sb.value_and_update(flow, net, problem, x0, backward=sb.SharedBackward())
+    la, ua, ia = value_and_update(flow, net, problem, x0, backward=sb.AutodiffBackward())
+    ls, us, is_ = value_and_update(flow, net, problem, x0, backward=sb.SharedBackward())
     assert ls.dtype == dtype and all(a.dtype == dtype for a in jax.tree.leaves(us))
     np.testing.assert_allclose(float(ls), float(la), rtol=tol(dtype, 1e-6, 1e-14))
     assert_trees_close(us, ua, tol(dtype, 1e-5, 1e-12))
@@ -60,8 +60,8 @@ def test_random_gate_schedule_matches_autodiff(dtype):
     flow = sb.Gated(rng.uniform(0, 1, 15), rng.uniform(0, 1, 15))
     net = DictNet(4, 2, (8,), key=jax.random.key(0), dtype=dtype)
     x0 = {"pos": jnp.ones((3, 2), dtype), "vel": -jnp.ones((3, 2), dtype)}
-    _, ua, _ = sb.value_and_update(flow, net, problem, x0, backward=sb.AutodiffBackward())
-    _, us, _ = sb.value_and_update(flow, net, problem, x0)
+    _, ua, _ = value_and_update(flow, net, problem, x0, backward=sb.AutodiffBackward())
+    _, us, _ = value_and_update(flow, net, problem, x0)
     assert_trees_close(us, ua, tol(dtype, 1e-5, 1e-12))
 
 
@@ -71,9 +71,9 @@ def test_combined_equals_two_separate_passes_on_cartpole(dtype):
     net = with_reference_weights(task.make_policy(jax.random.key(0), dtype), ref)
     x0 = jnp.asarray(ref["x0"], dtype)
     # two independent programs, as the authors compute C
-    _, m, _ = sb.value_and_update(sb.M(), net, task.problem, x0, backward=sb.AutodiffBackward())
-    _, r, _ = sb.value_and_update(sb.R(), net, task.problem, x0, backward=sb.AutodiffBackward())
-    _, c, info = sb.value_and_update(sb.C(), net, task.problem, x0)
+    _, m, _ = value_and_update(sb.M(), net, task.problem, x0, backward=sb.AutodiffBackward())
+    _, r, _ = value_and_update(sb.R(), net, task.problem, x0, backward=sb.AutodiffBackward())
+    _, c, info = value_and_update(sb.C(), net, task.problem, x0)
     for mm, rr, cc in zip(jax.tree.leaves(m), jax.tree.leaves(r), jax.tree.leaves(c)):
         mm, rr, cc = np.asarray(mm), np.asarray(rr), np.asarray(cc)
         expected = np.where(np.sign(mm) == np.sign(rr), mm, 0.0)
@@ -92,7 +92,7 @@ def test_loss_is_the_same_for_every_flow():
     problem = pytree_problem()
     net = DictNet(4, 2, (8,), key=jax.random.key(0))
     x0 = {"pos": jnp.ones((3, 2)), "vel": -jnp.ones((3, 2))}
-    losses = {f.name: float(sb.value_and_update(f, net, problem, x0)[0]) for f in FLOWS}
+    losses = {f.name: float(value_and_update(f, net, problem, x0)[0]) for f in FLOWS}
     assert len(set(losses.values())) == 1, losses
 
 
@@ -106,9 +106,9 @@ def test_stacked_flows_are_one_program_equal_to_each_flow(backward, dtype):
     flows = FLOWS + [sb.Gated(rng.uniform(0, 1, 15), rng.uniform(0, 1, 15))]
     stacked = sb.stack_flows(flows, problem.n_steps)
     assert stacked.net.shape == (len(flows), 2, 15)  # every flow padded to two lanes
-    losses, updates, infos = jax.jit(jax.vmap(lambda f: sb.value_and_update(f, net, problem, x0, backward=backward)))(stacked)
+    losses, updates, infos = jax.jit(jax.vmap(lambda f: value_and_update(f, net, problem, x0, backward=backward)))(stacked)
     for i, flow in enumerate(flows):
-        loss, update, info = sb.value_and_update(flow, net, problem, x0, backward=backward)
+        loss, update, info = value_and_update(flow, net, problem, x0, backward=backward)
         np.testing.assert_allclose(float(losses[i]), float(loss), rtol=tol(dtype, 1e-6, 1e-14), err_msg=flow.name)
         assert_trees_close(jax.tree.map(lambda a: a[i], updates), update, tol(dtype, 1e-5, 1e-12))
         np.testing.assert_allclose(float(infos.sq_norm[i]), float(info.sq_norm), rtol=tol(dtype, 1e-5, 1e-12), err_msg=flow.name)
@@ -122,11 +122,11 @@ def test_stacked_flows_are_one_program_equal_to_each_flow(backward, dtype):
 def test_a_schedule_is_a_traced_argument_of_jit(dtype):
     problem = pytree_problem()
     net, x0 = pytree_inputs(dtype)
-    run = jax.jit(lambda f: sb.value_and_update(f, net, problem, x0)[1])
+    run = jax.jit(lambda f: value_and_update(f, net, problem, x0)[1])
     for flow in (sb.C(), sb.M(), sb.Truncated(3)):
-        assert_trees_close(run(flow.schedule(15, lanes=2)), sb.value_and_update(flow, net, problem, x0)[1], tol(dtype, 1e-5, 1e-12))
+        assert_trees_close(run(flow.schedule(15, lanes=2)), value_and_update(flow, net, problem, x0)[1], tol(dtype, 1e-5, 1e-12))
     assert run._cache_size() == 1  # one compiled program for all three (as many lanes each)
     with pytest.raises(ValueError, match=r"net gates have shape \(2, 14\); expected \(lanes, 15\)"):
-        sb.value_and_update(sb.C().schedule(14), net, problem, x0)
+        value_and_update(sb.C().schedule(14), net, problem, x0)
     with pytest.raises(ValueError, match="C needs 2 backward passes; cannot fit it into 1"):
         sb.C().schedule(15, lanes=1)

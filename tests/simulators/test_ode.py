@@ -11,7 +11,7 @@ import pytest
 import stablebptt as sb
 from stablebptt.simulators.ode import ode_step
 
-from ..helpers import assert_regular_gradient_matches_finite_differences, assert_trees_close
+from ..helpers import assert_regular_gradient_matches_finite_differences, assert_trees_close, value_and_update
 
 pytestmark = pytest.mark.long  # a quarter of a minute or more: scheduled first (tests/conftest.py)
 
@@ -53,8 +53,8 @@ def test_updates_through_the_solver_equal_the_closed_form_and_finite_differences
     policy = sb.DenseNet(2, 1, hidden=(8,), key=jax.random.key(2), dtype=jnp.float64)
     x0 = jax.random.normal(jax.random.key(3), (6, 2), jnp.float64)
     for flow in (sb.R(), sb.C()):  # C holds M's and R's lanes
-        loss, update, _ = sb.value_and_update(flow, policy, ode, x0)
-        want_loss, want, _ = sb.value_and_update(flow, policy, exact, x0)
+        loss, update, _ = value_and_update(flow, policy, ode, x0)
+        want_loss, want, _ = value_and_update(flow, policy, exact, x0)
         assert float(loss) == pytest.approx(float(want_loss), rel=1e-10)
         assert_trees_close(update, want, rel=1e-7)
     assert_regular_gradient_matches_finite_differences(policy, ode, x0, eps=1e-6, rtol=1e-6)

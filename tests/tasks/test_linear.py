@@ -9,6 +9,8 @@ import numpy as np
 import pytest
 
 import stablebptt as sb
+
+from ..helpers import value_and_update
 from stablebptt.paper.lq import optimum, polynomial_loss
 from stablebptt.tasks import linear
 
@@ -21,7 +23,7 @@ def setup(rho):
 
 
 def update(flow, task, x0, theta):
-    return np.asarray(sb.value_and_update(flow, linear.LinearFeedback(jnp.asarray(theta, jnp.float64)), task.problem, x0)[1].gain)
+    return np.asarray(value_and_update(flow, linear.LinearFeedback(jnp.asarray(theta, jnp.float64)), task.problem, x0)[1].gain)
 
 
 @pytest.mark.parametrize("rho", [0.0, 0.1])

@@ -13,7 +13,7 @@ import stablebptt as sb
 from stablebptt.tasks import quantum
 
 from ..conftest import reference, tol
-from ..helpers import assert_regular_gradient_matches_finite_differences, assert_step_and_rollout_match
+from ..helpers import assert_regular_gradient_matches_finite_differences, assert_step_and_rollout_match, value_and_update
 
 pytestmark = pytest.mark.long  # a minute or more of compiling: scheduled first (tests/conftest.py)
 
@@ -162,7 +162,7 @@ def test_targets_above_5_do_not_move_and_runs_refuse_them(capsys, tmp_path):
     for target in (5, 6, 9):
         task = quantum.make_task(quantum.QuantumConfig(target=target))  # the task accepts any resolved eigenstate
         x0 = task.sample_initial_states(k_states, 8)
-        loss, _, info = sb.value_and_update(sb.R(), task.make_policy(k_init), task.problem, x0)
+        loss, _, info = value_and_update(sb.R(), task.make_policy(k_init), task.problem, x0)
         norms[target] = float(info.sq_norm) ** 0.5
         if target > 5:
             assert float(loss) == 128.0

@@ -11,7 +11,7 @@ import pytest
 
 import stablebptt as sb
 
-from ..helpers import assert_trees_close
+from ..helpers import assert_trees_close, value_and_update
 
 pytestmark = pytest.mark.long  # a quarter of a minute or more: scheduled first (tests/conftest.py)
 
@@ -81,7 +81,7 @@ def test_r_update_equals_jax_grad_of_a_plain_scan(setup):
 
     params, static = eqx.partition(policy, eqx.is_inexact_array)
     loss, grad = jax.value_and_grad(lambda q: plain(eqx.combine(q, static)))(params)
-    value, update, _ = sb.value_and_update(sb.R(), policy, problem, x0)
+    value, update, _ = value_and_update(sb.R(), policy, problem, x0)
     assert float(value) == pytest.approx(float(loss), rel=1e-6)
     assert_trees_close(update, grad, rel=1e-5)
 
