@@ -34,8 +34,9 @@ def test_norm_is_kept_over_128_steps_with_random_controls(dtype):
     x = quantum.sample_initial_states(CONFIG, jax.random.key(0), 16, dtype)
     np.testing.assert_allclose(jnp.sum(x**2, axis=(1, 2)), 1.0, atol=tol(dtype, 1e-6, 1e-14))
     controls = 10 * jax.random.normal(jax.random.key(1), (128, 16), dtype)
+    step = jax.jit(quantum.step, static_argnums=0)  # one compiled step, not its operations one by one
     for t in range(128):
-        x = quantum.step(CONFIG, x, controls[t])
+        x = step(CONFIG, x, controls[t])
         # rounding: a few ulps per step (Crank–Nicolson is unitary)
         assert float(jnp.max(jnp.abs(jnp.sum(x**2, axis=(1, 2)) - 1))) < tol(dtype, 2e-5, 1e-13)
     # the controls did something: the state is far from where it started

@@ -28,10 +28,13 @@ def test_step_and_rollout_match_reference(dtype):
     assert_step_and_rollout_match(functools.partial(repulsion.step, CONFIG), *vectors, dtype, atol=1e-6, rollout_atol=5e-6, rtol=1e-5)
 
 
+step = jax.jit(repulsion.step, static_argnums=0)  # one compiled step, not its operations one by one
+
+
 def roll(x, controls, config=CONFIG):
     out = [x]
     for c in controls:
-        x = repulsion.step(config, x, c)
+        x = step(config, x, c)
         out.append(x)
     return jnp.stack(out)
 
