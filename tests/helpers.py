@@ -13,7 +13,8 @@ import stablebptt as sb
 
 value_and_update = eqx.filter_jit(sb.value_and_update)
 """``sb.value_and_update`` compiled as one program, as a training step runs it: called outside ``jit`` it
-would dispatch (and compile) its hundreds of operations one by one, most of the tests' compile time."""
+would dispatch (and compile) its hundreds of operations one by one. Error messages are tested on the
+unjitted public function, as a user meets them."""
 
 
 def dense_leaves(net):

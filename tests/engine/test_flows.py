@@ -180,7 +180,7 @@ def test_gates_are_values_under_jit_and_vmap(dtype):
     np.testing.assert_allclose(np.asarray(got), [expected[k] for k in "RMSN"], rtol=tol(dtype, 2e-5, 1e-12), atol=tol(dtype, 1e-7, 1e-15))
     # a traced per-step schedule inside C and inside Truncated
     x0, pol = jnp.asarray(X0, dtype), policy(theta, dtype)
-    c = jax.jit(lambda g: value_and_update(sb.Combined(sb.Gated(g, 1.0), sb.R()), pol, problem(n), x0)[1].params)(jnp.zeros(n, dtype))
+    c = jax.jit(lambda g: sb.value_and_update(sb.Combined(sb.Gated(g, 1.0), sb.R()), pol, problem(n), x0)[1].params)(jnp.zeros(n, dtype))
     np.testing.assert_allclose(float(c), float(value_and_update(sb.C(), pol, problem(n), x0)[1].params), rtol=tol(dtype, 2e-5, 1e-12))
-    t = jax.jit(lambda g: value_and_update(sb.Truncated(2, sb.Gated(g, g)), pol, problem(n), x0)[1].params)(jnp.asarray(1.0, dtype))
+    t = jax.jit(lambda g: sb.value_and_update(sb.Truncated(2, sb.Gated(g, g)), pol, problem(n), x0)[1].params)(jnp.asarray(1.0, dtype))
     np.testing.assert_allclose(float(t), float(value_and_update(sb.Truncated(2, sb.R()), pol, problem(n), x0)[1].params), rtol=tol(dtype, 2e-5, 1e-12))

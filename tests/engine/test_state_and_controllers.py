@@ -140,7 +140,7 @@ def test_controller_that_does_not_fit_is_named_with_both_shapes():
     x = jnp.zeros((8, 2))
     mlp = eqx.nn.MLP(2, 1, 8, 1, key=jax.random.key(0))
     with pytest.raises(ValueError) as err:
-        value_and_update(sb.C(), mlp, problem, x)  # written for one sample, given a batch
+        sb.value_and_update(sb.C(), mlp, problem, x)  # written for one sample, given a batch
     assert "the controller fails on states of shape (8, 2)" in one_line(err) and "sb.PerSample(module)" in str(err.value)
     scalar = sb.PerSample(eqx.nn.MLP(2, "scalar", 8, 1, key=jax.random.key(0)))
     with pytest.raises(ValueError) as err:
@@ -148,10 +148,10 @@ def test_controller_that_does_not_fit_is_named_with_both_shapes():
     assert "controls of shape (8,) for states of shape (8, 2)" in one_line(err)
     shrinking = sb.ControlProblem(step=lambda x, c: x[:, :1] + c, n_steps=3, final_loss=jnp.mean)
     with pytest.raises(ValueError) as err:
-        value_and_update(sb.C(), sb.PerSample(mlp), shrinking, x)
+        sb.value_and_update(sb.C(), sb.PerSample(mlp), shrinking, x)
     assert "returns a state of shape (8, 1) for a state of shape (8, 2)" in one_line(err)
     with pytest.raises(ValueError) as err:
-        value_and_update(sb.C(), sb.PerSample(mlp), problem, jnp.zeros((8, 2), jnp.int32))
+        sb.value_and_update(sb.C(), sb.PerSample(mlp), problem, jnp.zeros((8, 2), jnp.int32))
     assert "have no floating-point leaf" in one_line(err)
     with pytest.raises(ValueError) as err:
         sb.rollout(mlp, problem.step, x, 3)

@@ -122,11 +122,11 @@ def test_stacked_flows_are_one_program_equal_to_each_flow(backward, dtype):
 def test_a_schedule_is_a_traced_argument_of_jit(dtype):
     problem = pytree_problem()
     net, x0 = pytree_inputs(dtype)
-    run = jax.jit(lambda f: value_and_update(f, net, problem, x0)[1])
+    run = jax.jit(lambda f: sb.value_and_update(f, net, problem, x0)[1])
     for flow in (sb.C(), sb.M(), sb.Truncated(3)):
         assert_trees_close(run(flow.schedule(15, lanes=2)), value_and_update(flow, net, problem, x0)[1], tol(dtype, 1e-5, 1e-12))
     assert run._cache_size() == 1  # one compiled program for all three (as many lanes each)
     with pytest.raises(ValueError, match=r"net gates have shape \(2, 14\); expected \(lanes, 15\)"):
-        value_and_update(sb.C().schedule(14), net, problem, x0)
+        sb.value_and_update(sb.C().schedule(14), net, problem, x0)
     with pytest.raises(ValueError, match="C needs 2 backward passes; cannot fit it into 1"):
         sb.C().schedule(15, lanes=1)

@@ -19,8 +19,6 @@ pytestmark = pytest.mark.long  # a quarter of a minute or more: scheduled first 
 
 EVERY = 10
 
-
-
 KILL_AT = EVERY + 3  # the checkpoint is after epoch 10; rows 11..13 are to be cut back
 
 HOOK = f"""

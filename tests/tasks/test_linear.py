@@ -9,10 +9,10 @@ import numpy as np
 import pytest
 
 import stablebptt as sb
-
-from ..helpers import value_and_update
 from stablebptt.paper.lq import optimum, polynomial_loss
 from stablebptt.tasks import linear
+
+from ..helpers import value_and_update
 
 
 def setup(rho):

@@ -12,8 +12,6 @@ import numpy as np
 import pytest
 
 import stablebptt as sb
-
-from ..helpers import value_and_update
 from stablebptt.cli import main
 from stablebptt.engine.flows import cosine_similarity
 from stablebptt.tools import diagnose as diagnose_module
@@ -67,7 +65,7 @@ def test_agreement_cosine_and_norms_equal_those_of_value_and_update(dtype):
     policy = sb.DenseNet(24, 4, (16,), key=jax.random.key(1), out_shape=(2, 2), dtype=dtype)  # a non-zero last layer: R and M differ
     x0 = task.sample_initial_states(jax.random.key(2), 16, dtype)
     found = diagnose(policy, task.problem, x0, batches=2)
-    update = {name: jax.jit(lambda p, x, f=flow: value_and_update(f, p, task.problem, x)) for name, flow in (("R", sb.R()), ("M", sb.M()), ("C", sb.C()))}
+    update = {name: jax.jit(lambda p, x, f=flow: sb.value_and_update(f, p, task.problem, x)) for name, flow in (("R", sb.R()), ("M", sb.M()), ("C", sb.C()))}
     for i in range(2):
         batch = x0[8 * i : 8 * (i + 1)]
         loss, r, _ = update["R"](policy, batch)
