@@ -292,6 +292,8 @@ def test_a_new_grid_of_the_same_protocol_joins_the_folder(uninterrupted, tmp_pat
     md = (folder / "table.md").read_text()
     assert "| clip none | clip norm | clip value |" in md and "not run" in md and "(1 seed)" in md
     assert "mean ± std over 2 seeds where the cell names no other number" in md and "(2 seeds)" not in md  # the usual count, said once
+    titles = [report.sweep_figure(s, o)._suptitle.get_text() for s, o in ((spec, out), (union, folder))]
+    assert titles == ["cartpole: test loss over 2 seed(s), preset quick", "cartpole: test loss over 1 to 2 seeds per setting, preset quick"]
     one = tmp_path / "one-by-one"
     run_sweep(more, one, batched=False, progress=False)
     assert_same_numbers(numbers(folder, more), numbers(one, more))

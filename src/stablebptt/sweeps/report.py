@@ -122,6 +122,14 @@ def table_markdown(spec: SweepSpec, rows: list[dict]) -> str:
     return "\n".join(lines) + "\n"
 
 
+def _seed_counts(spec: SweepSpec) -> str:
+    """How many seeds the sweep's settings run: "3 seed(s)", or "1 to 3 seeds per setting" where they differ."""
+    counts = sorted({len(spec.seeds_of(level, m, c)) for level in spec.levels for m in spec.methods for c in spec.clips if spec.holds(level, m, c)})
+    if len(counts) > 1:
+        return f"{counts[0]} to {counts[-1]} seeds per setting"
+    return f"{counts[0] if counts else len(spec.seeds)} seed(s)"
+
+
 def sweep_figure(spec: SweepSpec, out: Path, window: int | None = None):
     """The sweep's figure from its run directories (see :func:`stablebptt.plots.sweep_figure`)."""
     exp = EXPERIMENTS[spec.experiment]
@@ -132,7 +140,7 @@ def sweep_figure(spec: SweepSpec, out: Path, window: int | None = None):
         spec.methods,
         spec.clips,
         collect_histories(spec, out),
-        title=f"{spec.experiment}: test loss over {spec.usual_seeds()} seed(s), preset {spec.preset}",
+        title=f"{spec.experiment}: test loss over {_seed_counts(spec)}, preset {spec.preset}",
         window=window,
         update_size=spec.experiment == "quantum",
     )
