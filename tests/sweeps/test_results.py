@@ -84,3 +84,19 @@ def test_the_documented_command_on_a_finished_folder_trains_nothing_and_says_so(
         assert run_sweep(spec, copy, progress=False) == []
     assert capsys.readouterr() == ("", "")
     assert [(r.name, r.getMessage()) for r in caplog.records] == [("stablebptt.sweeps.run", "quantum sweep (paper): 12 of 12 runs finished, 0 to train")]
+
+
+def test_the_committed_diagnosis_table_names_the_winners_the_committed_runs_measured():
+    """results/diagnose.csv (beside diagnose.md) keeps up with the runs: each setting's measured winner and mean
+    finals are those of the committed tables, and 'match' compares them with its suggestion."""
+    import importlib.util
+
+    path = RESULTS.parent / "benchmarks" / "diagnose_table.py"
+    loaded = importlib.util.spec_from_file_location("diagnose_table", path)
+    module = importlib.util.module_from_spec(loaded)
+    loaded.loader.exec_module(module)
+    rows = module.committed_rows()
+    assert [r["setting"] for r in rows] == [s[0] for s in module.SETTINGS]
+    for row in rows:
+        assert module.with_measured(row) == row, row["setting"]
+    assert (RESULTS / "diagnose.md").read_text(encoding="utf-8") == module.HEADER + module.table(rows)
