@@ -77,16 +77,21 @@ def with_measured(row: dict) -> dict:
     return {**row, "winner": winner, "finals": finals, "match": row["suggestion"] == winner}
 
 
+FIELDS = ("setting", "growth_R", "growth_M", "steps", "sign_agreement", "cosine", "update_norm_R", "update_norm_M", "update_norm_C",
+          "suggestion", "winner", "match", "seconds", "final_R", "final_M", "final_C")  # fmt: skip
+"""The columns of ``results/diagnose.csv``."""
+TEXT = ("setting", "suggestion", "winner")
+
+
 def committed_rows() -> list[dict]:
-    """The rows of ``results/diagnose.csv``, numbers as floats (``finals`` as committed)."""
+    """The rows of ``results/diagnose.csv``, numbers as numbers, the finals as ``finals`` (as committed)."""
     with open(RESULTS / "diagnose.csv", newline="", encoding="utf-8") as f:
         rows = list(csv.DictReader(f))
-    text = ("setting", "suggestion", "winner")
-    out = []
-    for r in rows:
-        row = {k: (v if k in text else v == "True" if k == "match" else int(v) if k == "steps" else float(v)) for k, v in r.items() if not k.startswith("final_")}
-        out.append({**row, "finals": {m: float(r[f"final_{m}"]) for m in "RMC"}})
-    return out
+    convert = {"match": lambda v: v == "True", "steps": int, **{k: str for k in TEXT}}
+    return [
+        {**{k: convert.get(k, float)(v) for k, v in r.items() if not k.startswith("final_")}, "finals": {m: float(r[f"final_{m}"]) for m in "RMC"}}
+        for r in rows
+    ]
 
 
 def diagnose(name: str, argv: list[str], work: Path) -> dict:
@@ -134,7 +139,7 @@ def main() -> None:
     parser.add_argument("--refresh", action="store_true", help="rewrite both from the committed diagnoses with the measured winners recomputed")
     args = parser.parse_args()
     if args.refresh:
-        rows = [with_measured({**r, "finals": None}) for r in committed_rows()]
+        rows = [with_measured(r) for r in committed_rows()]
     else:
         chosen = SETTINGS if args.only is None else [s for s in SETTINGS if s[0] in args.only.split(",")]
         rows = []
@@ -144,7 +149,7 @@ def main() -> None:
                 "setting": name, "growth_R": found["growth"]["R"], "growth_M": found["growth"]["M"], "steps": found["steps"],
                 "sign_agreement": found["sign_agreement"], "cosine": found["cosine"], "update_norm_R": found["update_norm"]["R"],
                 "update_norm_M": found["update_norm"]["M"], "update_norm_C": found["update_norm"]["C"], "suggestion": found["suggestion"],
-                "winner": None, "finals": None, "match": None, "seconds": found["seconds"],
+                "seconds": found["seconds"],
             }))  # fmt: skip
             print(table(rows[-1:]).splitlines()[2], file=sys.stderr)
     text = table(rows)
@@ -152,8 +157,7 @@ def main() -> None:
     if args.write or args.refresh:
         (RESULTS / "diagnose.md").write_text(HEADER + text, encoding="utf-8")
         buf = io.StringIO()
-        fields = [k for k in rows[0] if k != "finals"] + ["final_R", "final_M", "final_C"]
-        writer = csv.DictWriter(buf, fields, lineterminator="\n")
+        writer = csv.DictWriter(buf, FIELDS, lineterminator="\n")
         writer.writeheader()
         for r in rows:
             writer.writerow({**{k: v for k, v in r.items() if k != "finals"}, **{f"final_{m}": v for m, v in r["finals"].items()}})

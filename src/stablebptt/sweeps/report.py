@@ -124,10 +124,8 @@ def table_markdown(spec: SweepSpec, rows: list[dict]) -> str:
 
 def _seed_counts(spec: SweepSpec) -> str:
     """How many seeds the sweep's settings run: "3 seed(s)", or "1 to 3 seeds per setting" where they differ."""
-    counts = sorted({len(spec.seeds_of(level, m, c)) for level in spec.levels for m in spec.methods for c in spec.clips if spec.holds(level, m, c)})
-    if len(counts) > 1:
-        return f"{counts[0]} to {counts[-1]} seeds per setting"
-    return f"{counts[0] if counts else len(spec.seeds)} seed(s)"
+    counts = sorted(spec.seed_counts())
+    return f"{counts[0]} to {counts[-1]} seeds per setting" if len(counts) > 1 else f"{spec.usual_seeds()} seed(s)"
 
 
 def sweep_figure(spec: SweepSpec, out: Path, window: int | None = None):

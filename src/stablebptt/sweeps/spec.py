@@ -140,12 +140,16 @@ class SweepSpec:
         """The seeds the sweep runs for one setting."""
         return tuple(s for s in self.seeds if self.holds(level, method, clip, s))
 
+    def seed_counts(self) -> collections.Counter:
+        """How many of the sweep's settings (difficulty × method × clip) run each number of seeds."""
+        return collections.Counter(
+            len(self.seeds_of(level, m, c)) for level in self.levels for m in self.methods for c in self.clips if self.holds(level, m, c)
+        )
+
     def usual_seeds(self) -> int:
         """How many seeds most of the sweep's settings run (on a tie, the larger number): the count a table
         states once, naming it only in the cells that differ."""
-        counts = collections.Counter(
-            len(self.seeds_of(level, m, c)) for level in self.levels for m in self.methods for c in self.clips if self.holds(level, m, c)
-        )
+        counts = self.seed_counts()
         return max(counts, key=lambda n: (counts[n], n)) if counts else len(self.seeds)
 
     def protocol(self) -> dict:
