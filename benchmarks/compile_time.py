@@ -1,6 +1,6 @@
 """What a run spends compiling, against a plain ``jax.jit(jax.grad(loss))`` step of the same rollout.
 
-    python benchmarks/compile_time.py [--cases cartpole pendulum] [--flows R C] [--repeats 3]
+    python benchmarks/compile_time.py [--cases cartpole pendulum] [--flows R C] [--repeats 3] [--optimizers] [--split]
 
 Cases: cart pole from the task registry (``sb.make_task("cartpole")``, its
 default 2 poles and 100 steps) and the README's pendulum ("your own simulator")
@@ -21,11 +21,29 @@ trivial program), the repeats interleaved, and the median printed:
   execution (``result.seconds["epochs"]`` and ``["record"]``), i.e. what a
   run spends before and around training (checks, laying out the data,
   tracing, compiling, the losses before training).
+- run with SGD: the same run with ``optax.sgd(1e-3)``, the cheapest update
+  rule: what the library itself compiles around a gradient step (the flow's
+  backward passes, the scan over mini-batches, the losses of both sets, the
+  optimizer's first state, the layout of the data).
+
+Modules are imported before the clock starts: a user has imported the
+library before calling it.
 
 Beside the wall times: XLA's own compile time summed over every program the
 call compiled, and how many programs that was (JAX's
 ``/jax/core/compile/backend_compile_duration`` events). Wall times move with
 other load on the machine; the ratio of run to plain is the figure to read.
+
+``--optimizers`` also prints a run's time (as "run") with each update rule of
+``OPTIMIZERS``: ``sgd``; ``keras-adam`` (:func:`stablebptt.keras_adam`, its
+numbers constants); ``keras-adam-injected`` (its numbers in the state, as runs
+hold them); ``clip-norm+keras-adam`` (``optax.clip_by_global_norm(1)`` in
+front); ``protocol`` (``make_optimizer("norm")``, what runs use: both clip
+stages with their limits in the state, then Keras's Adam); ``protocol-flat``
+(``optax.flatten`` of it: one vector instead of one array per layer); and
+``protocol-flat-adam`` (the protocol's clipping per array, the global norm
+as runs take it, then Adam on one flat vector). Beside them: whether the
+weights after the epoch equal the protocol's bit for bit.
 
 ``--split`` also prints where the run's program's compile time goes: XLA's
 compile time of its parts built up one by one, each compiled alone in one
@@ -37,95 +55,83 @@ before training); beside them, for comparison only, the scan of 32 with the
 optimizer wrapped in ``optax.flatten`` (one vector instead of one array per
 layer: not what runs execute, and not bit-identical to it).
 
-Measured on the project's 2-core CPU machine, shared with other jobs (load 5
-to 17 while measuring: one figure moves by 20 % and more between runs, so
-compare only interleaved runs), JAX 0.10.2. Before and after the optimizer's
-initial state became one jitted program, each figure in interleaved fresh
-processes, median of 3:
+Measured on the project's 2-core CPU machine with nothing else running
+(AMD EPYC with AVX-512, JAX 0.10.2), ``python benchmarks/compile_time.py
+--repeats 3 --optimizers``:
 
-| case | flow | version | plain [s] | run [s] | run / plain | programs compiled by the run |
-|---|---|---|---:|---:|---:|---:|
-| cartpole | R | before | 1.63 | 2.73 | 1.68 | 4 |
-| cartpole | R | after | 1.56 | 3.12 | 2.00 | 3 |
-| cartpole | C | before | 1.63 | 3.63 | 2.23 | 4 |
-| cartpole | C | after | 1.56 | 3.96 | 2.54 | 3 |
-| pendulum | R | before | 1.56 | 2.54 | 1.63 | 5 |
-| pendulum | R | after | 1.36 | 2.53 | 1.86 | 3 |
-| pendulum | C | before | 1.56 | 3.23 | 2.07 | 5 |
-| pendulum | C | after | 1.36 | 3.22 | 2.37 | 3 |
+| case | flow | plain [s] | plain + optimizer [s] | run [s] | run / plain | run / (plain + optimizer) | run with SGD [s] | run with SGD / plain |
+|---|---|---:|---:|---:|---:|---:|---:|---:|
+| cartpole | R | 0.58 | 1.01 | 1.12 | 1.92 | 1.11 | 0.70 | 1.20 |
+| cartpole | C | 0.58 | 1.01 | 1.31 | 2.25 | 1.30 | 0.91 | 1.57 |
+| pendulum | R | 0.45 | 0.78 | 0.98 | 2.17 | 1.25 | 0.66 | 1.47 |
+| pendulum | C | 0.45 | 0.78 | 1.22 | 2.72 | 1.57 | 0.80 | 1.78 |
 
-(a quiet spell; the plain step is the same code in both versions, so its
-1.56 against 1.36 s is the machine's noise; under heavier load the same
-comparison gave run / plain R 2.03 / 2.33, C 3.03 / 2.43, pendulum R 2.17 /
-2.43, C 2.86 / 3.17: the epoch program is unchanged). The change removes programs
-(from empty caches a run lowers 3 instead of 10), not seconds: the optimizer's
-initial state costs 0.1 to 0.25 s either way.
+(XLA's part: 0.48 s of the plain step on cart pole, 0.38 s on the pendulum;
+0.78 to 0.98 s of a run, over the 3 programs a run compiles: the optimizer's
+first state, the layout of the data, the epoch program.)
 
-The same against a plain step that also applies the run's optimizer (the
-"plain + optimizer" column; two back-to-back invocations of
-``python benchmarks/compile_time.py``, each the median of 3 interleaved fresh
-processes, with three sweeps at nice 19 on the machine):
+A run with each update rule (wall [s]; the last two columns: whether one
+epoch gives, bit for bit, the weights the protocol's optimizer gives):
 
-| case | flow | plain [s] | plain + optimizer [s] | run [s] | run / plain | run / (plain + optimizer) |
-|---|---|---:|---:|---:|---:|---:|
-| cartpole | R | 1.44; 1.44 | 2.20; 1.95 | 2.92; 2.73 | 2.03; 1.90 | 1.33; 1.40 |
-| cartpole | C | 1.44; 1.44 | 2.20; 1.95 | 2.63; 3.67 | 1.83; 2.55 | 1.20; 1.88 |
-| pendulum | R | 1.01; 0.93 | 1.86; 1.91 | 2.06; 2.44 | 2.04; 2.64 | 1.11; 1.28 |
-| pendulum | C | 1.01; 0.93 | 1.86; 1.91 | 2.99; 2.98 | 2.96; 3.21 | 1.61; 1.55 |
+| case | flow | sgd | keras-adam | keras-adam-injected | clip-norm+keras-adam | protocol | protocol-flat | protocol-flat-adam | protocol-flat: same weights | protocol-flat-adam: same weights |
+|---|---|---:|---:|---:|---:|---:|---:|---:|---|---|
+| cartpole | R | 0.70 | 0.92 | 0.97 | 1.07 | 1.15 | 0.89 | 0.98 | no | no |
+| cartpole | C | 0.91 | 1.06 | 1.12 | 1.21 | 1.29 | 1.03 | 1.13 | no | no |
+| pendulum | R | 0.66 | 0.82 | 0.82 | 0.88 | 1.00 | 0.77 | 0.84 | no | no |
+| pendulum | C | 0.77 | 0.93 | 0.98 | 1.11 | 1.17 | 0.94 | 1.01 | no | no |
 
-Against the plain gradient step alone a run compiles 1.8 to 3.2 times as
-long (the target of 1.5x is not met); against a user's own step with the same
-optimizer, R's run is within 1.5x (1.11 to 1.40) and C's is not (1.20 to
-1.88: C's second lane and its sign rule, below).
+What this says:
 
-On a second 2-core machine (AMD EPYC with AVX-512, JAX 0.10.2, two sweeps at
-nice 19 beside it), ``python benchmarks/compile_time.py``, median of 3:
+- The library's own part, a run with the cheapest update rule, compiles
+  within 1.5x of the plain step for R (1.20 and 1.47) and not for C (1.57
+  and 1.78): C compiles a second backward pass (M's, batched with R's), the
+  sign rule and the cosine of the two.
+- The protocol's optimizer adds 0.34 to 0.45 s to a run (protocol less sgd),
+  close to the plain step's whole compile (0.45 to 0.58 s); in a user's own
+  step it adds 0.33 to 0.43 s (plain + optimizer less plain). Of that, Keras's
+  Adam is 0.15 to 0.22 s (keras-adam less sgd), global-norm clipping 0.06 to
+  0.18 s, and keeping every number in the state with both clip stages in the
+  program (so that runs of different clip modes and learning rates train as
+  one program) 0.06 to 0.12 s. XLA:CPU compiles each kernel with LLVM on its
+  own, and the per-array optimizer is about six kernels per parameter array.
+- On one flat vector (``optax.flatten``) the same optimizer compiles 0.23 to
+  0.26 s faster, which would still leave a run at 1.53 to 2.09x the plain
+  step, and it does not give the same weights: not with the global norm one
+  sum (protocol-flat), and not with the clipping left per array and only
+  Adam flattened (protocol-flat-adam), where the elementwise moment updates
+  compile to other kernels and round differently in the last bit. Runs must
+  reproduce their committed numbers, so they keep the per-array optimizer,
+  and the issue's target of 1.5x the plain gradient step is not met: a run
+  compiles in 1.9 to 2.7x the plain step, and in 1.1 to 1.6x a user's own
+  step with the same optimizer.
 
-| case | flow | plain [s] | plain + optimizer [s] | run [s] | run / plain | run / (plain + optimizer) |
-|---|---|---:|---:|---:|---:|---:|
-| cartpole | R | 0.85 | 1.74 | 1.86 | 2.20 | 1.07 |
-| cartpole | C | 0.85 | 1.74 | 1.99 | 2.36 | 1.15 |
-| pendulum | R | 0.68 | 1.68 | 2.05 | 2.99 | 1.22 |
-| pendulum | C | 0.68 | 1.68 | 2.20 | 3.22 | 1.31 |
-
-There every run, C's included, compiles within 1.5x of a user's own step
-with the same optimizer, and the optimizer alone more than doubles the plain
-step's compile (0.85 to 1.74 s): compiled on its own, ``make_optimizer("norm")``'s
-update of the cart pole's six arrays is 41 XLA kernels (per array: the clip,
-a partial sum of squares, the scaled gradient, each moment, the new weight).
-
-Where the gap to 1.5x stays (``--split --repeats 3``, after):
+Where the run's program's XLA compile time goes (``--split --repeats 3``, the
+same machine and day, XLA seconds):
 
 | case | flow | plain step | one update | + optimizer | + scan of 32 | + losses, cond (the program) | scan of 32, flat optimizer |
 |---|---|---:|---:|---:|---:|---:|---:|
-| cartpole | R | 1.19 | 1.08 | 1.89 | 2.02 | 2.17 | 1.60 |
-| cartpole | C | 1.18 | 1.55 | 2.35 | 2.62 | 2.84 | 1.90 |
-| pendulum | R | 1.23 | 1.08 | 1.83 | 2.17 | 2.48 | 1.82 |
-| pendulum | C | 1.04 | 1.56 | 2.19 | 2.45 | 2.79 | 2.22 |
+| cartpole | R | 0.50 | 0.37 | 0.63 | 0.65 | 0.86 | 0.54 |
+| cartpole | C | 0.50 | 0.45 | 0.71 | 0.77 | 0.96 | 0.65 |
+| pendulum | R | 0.38 | 0.36 | 0.56 | 0.61 | 0.74 | 0.57 |
+| pendulum | C | 0.39 | 0.48 | 0.68 | 0.75 | 0.93 | 0.69 |
 
-- The optimizer is the largest part (0.6 to 0.8 s here, 1.2 to 2.1 s under
-  load): the clipping and Keras's Adam of ``make_optimizer``, with every
-  number in the state, are about three compiled kernels per parameter array
-  (20 for cart pole's six), and XLA:CPU compiles each kernel with LLVM on its
-  own. The same optimizer on one flat vector (``optax.flatten``, last
-  column) compiles 0.2 to 0.7 s faster (1.2 s under load), but its numbers
-  differ: the global norm is then one sum instead of one per array, and even
-  unclipped XLA fuses a bias's gradient sum differently (one moment differs
-  in its last bit after two updates; after 3 epochs cart pole's weights
-  differ by up to 6e-5 with R). Runs must reproduce their recorded numbers,
-  so they keep the per-array form.
-- C's second lane (0.5 s in one update): the batched adjoint, the sign rule
-  and the cosine (three sums per array) and update norm (one per array).
+- One update of R compiles faster than the plain step (which also holds the
+  forward evaluation); C's second lane adds about 0.1 s.
 - The losses of both sets and the ``lax.cond`` of the losses before training
-  (0.15 to 0.35 s): the forward evaluation is the plain step's own test
+  add 0.13 to 0.21 s: the forward evaluation is the plain step's own test
   evaluation; evaluating without the gates saves 0.1 s but turns an infinite
   state's NaN loss into inf, so it stays.
-- Tracing and lowering the program: about 1 s against 0.6 s for the plain step.
+
+Earlier measurements (the same code, the machine shared with sweeps, module
+imports then counted inside the run's time) gave run / plain 1.8 to 3.2 and
+run / (plain + optimizer) 1.07 to 1.88: the ratios move with load, so compare
+only figures from one interleaved invocation.
 """
 
 from __future__ import annotations
 
 import argparse
+import hashlib
 import json
 import os
 import statistics
@@ -183,8 +189,33 @@ def _plain_loss(policy, problem):
     return params, loss
 
 
+OPTIMIZERS = ("sgd", "keras-adam", "keras-adam-injected", "clip-norm+keras-adam", "protocol", "protocol-flat", "protocol-flat-adam")
+
+
+def _optimizer(name: str):
+    """The update rule of the ``--optimizers`` rows (see the module's docstring)."""
+    import optax
+
+    import stablebptt as sb
+    from stablebptt.engine.optim import clipping, keras_adam, optimizer_hyperparams
+
+    adam = {k: v for k, v in optimizer_hyperparams("norm").items() if k in ("learning_rate", "b1", "b2", "eps")}
+    return {
+        "sgd": lambda: optax.sgd(1e-3),
+        "keras-adam": lambda: keras_adam(),
+        "keras-adam-injected": lambda: optax.inject_hyperparams(keras_adam)(**adam),
+        "clip-norm+keras-adam": lambda: optax.chain(optax.clip_by_global_norm(1.0), keras_adam()),
+        "protocol": lambda: sb.make_optimizer("norm"),
+        "protocol-flat": lambda: optax.flatten(sb.make_optimizer("norm")),
+        "protocol-flat-adam": lambda: optax.chain(clipping("norm"), optax.flatten(optax.inject_hyperparams(keras_adam)(**adam))),
+    }[name]()
+
+
 def _child(case: str, flow: str, what: str) -> dict:
+    import equinox as eqx
     import jax
+    import numpy as np
+    import optax
 
     jax.config.update("jax_enable_compilation_cache", False)
     compiles: list[float] = []
@@ -195,6 +226,7 @@ def _child(case: str, flow: str, what: str) -> dict:
 
     import stablebptt as sb
 
+    train, make_optimizer, flow_from_name = sb.train, sb.make_optimizer, sb.flow_from_name  # the modules load here, not on the clock
     policy, problem, train_x, test_x = _case(case)
     jax.block_until_ready((train_x, test_x))
     jax.jit(lambda x: x + 1).lower(1.0).compile()  # XLA's one-time start, outside both measurements
@@ -206,10 +238,8 @@ def _child(case: str, flow: str, what: str) -> dict:
         step.lower(params, train_x[:8], test_x).compile()
         wall = time.perf_counter() - began
     elif what == "plain+optimizer":
-        import optax
-
         params, loss = _plain_loss(policy, problem)
-        optimizer = sb.make_optimizer("norm")
+        optimizer = make_optimizer("norm")
 
         def step(p, s, batch, test):
             u, s = optimizer.update(jax.grad(loss)(p, batch), s, p)
@@ -218,8 +248,11 @@ def _child(case: str, flow: str, what: str) -> dict:
         jax.jit(step).lower(params, optimizer.init(params), train_x[:8], test_x).compile()
         wall = time.perf_counter() - began
     else:
-        result = sb.train(policy, problem, train_x, test_x, flow=sb.flow_from_name(flow), optimizer=sb.make_optimizer("norm"), epochs=1)
+        optimizer = _optimizer(what.removeprefix("optimizer:") if what.startswith("optimizer:") else "sgd" if what == "run-sgd" else "protocol")
+        result = train(policy, problem, train_x, test_x, flow=flow_from_name(flow), optimizer=optimizer, epochs=1)
         wall = time.perf_counter() - began - result.seconds["epochs"] - result.seconds["record"]
+        weights = np.concatenate([np.asarray(leaf).ravel() for leaf in jax.tree.leaves(eqx.filter(result.policy, eqx.is_inexact_array))])
+        return {"wall": wall, "xla": sum(compiles), "programs": len(compiles), "weights": hashlib.sha256(weights.tobytes()).hexdigest()[:12]}
     return {"wall": wall, "xla": sum(compiles), "programs": len(compiles)}
 
 
@@ -280,12 +313,29 @@ def _measure(case: str, flow: str, what: str) -> dict:
     return json.loads(done.stdout.strip().splitlines()[-1])
 
 
+def _print_optimizers(args: argparse.Namespace) -> None:
+    """A run's compile seconds with each update rule, and whether one epoch with it gives the protocol's weights."""
+    print("\n## a run with each update rule (wall [s], median; weights after one epoch against the protocol's)\n")
+    print("| case | flow | " + " | ".join(OPTIMIZERS) + " | protocol-flat: same weights | protocol-flat-adam: same weights |")
+    print("|---|---|" + "---:|" * len(OPTIMIZERS) + "---|---|")
+    for case in args.cases:
+        for flow in args.flows:
+            found: dict[str, list[dict]] = {name: [] for name in OPTIMIZERS}
+            for _ in range(args.repeats):
+                for name, samples in found.items():
+                    samples.append(_measure(case, flow, f"optimizer:{name}"))
+            walls = " | ".join(f"{statistics.median(s['wall'] for s in samples):.2f}" for samples in found.values())
+            same = [("yes" if {s["weights"] for s in found[name]} == {s["weights"] for s in found["protocol"]} else "no") for name in ("protocol-flat", "protocol-flat-adam")]
+            print(f"| {case} | {flow} | {walls} | {same[0]} | {same[1]} |", flush=True)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--cases", nargs="+", choices=CASES, default=list(CASES))
     parser.add_argument("--flows", nargs="+", default=["R", "C"])
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--split", action="store_true", help="also print where the run's program's compile time goes")
+    parser.add_argument("--optimizers", action="store_true", help="also print a run's compile time with each update rule of OPTIMIZERS")
     parser.add_argument("--child", nargs=3, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.child:
@@ -297,20 +347,24 @@ def main() -> None:
 
     print(f"# compile time of a run against a plain jit(grad) step\n\nJAX {jax.__version__}, {jax.devices()[0].device_kind}; "
           f"stablebptt from {os.path.dirname(stablebptt.__file__)}; median of {args.repeats} fresh processes\n")  # fmt: skip
-    print("| case | flow | plain [s] | plain + optimizer [s] | run [s] | run / plain | run / (plain + optimizer) | plain XLA [s] | run XLA [s] | programs compiled by the run |")
-    print("|---|---|---:|---:|---:|---:|---:|---:|---:|---:|")
-    plains = ("plain", "plain+optimizer")
+    print("| case | flow | plain [s] | plain + optimizer [s] | run [s] | run / plain | run / (plain + optimizer) "
+          "| run with SGD [s] | run with SGD / plain | plain XLA [s] | run XLA [s] | programs compiled by the run |")  # fmt: skip
+    print("|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
+    keys = [("plain", "R"), ("plain+optimizer", "R"), *((what, flow) for flow in args.flows for what in ("run", "run-sgd"))]
     for case in args.cases:
-        samples: dict[str, list[dict]] = {name: [] for name in (*plains, *args.flows)}
+        samples: dict[tuple[str, str], list[dict]] = {key: [] for key in keys}
         for _ in range(args.repeats):  # interleaved, so that a change of load on the machine touches every figure
-            for name, found in samples.items():
-                found.append(_measure(case, "R" if name in plains else name, name if name in plains else "run"))
-        med = {name: {k: statistics.median(s[k] for s in found) for k in ("wall", "xla", "programs")} for name, found in samples.items()}
-        plain, with_opt = med["plain"], med["plain+optimizer"]
+            for (what, flow), found in samples.items():
+                found.append(_measure(case, flow, what))
+        med = {key: {k: statistics.median(s[k] for s in found) for k in ("wall", "xla", "programs")} for key, found in samples.items()}
+        plain, with_opt = med["plain", "R"], med["plain+optimizer", "R"]
         for flow in args.flows:
-            run = med[flow]
+            run, sgd = med["run", flow], med["run-sgd", flow]
             print(f"| {case} | {flow} | {plain['wall']:.2f} | {with_opt['wall']:.2f} | {run['wall']:.2f} | {run['wall'] / plain['wall']:.2f} "
-                  f"| {run['wall'] / with_opt['wall']:.2f} | {plain['xla']:.2f} | {run['xla']:.2f} | {run['programs']:.0f} |", flush=True)  # fmt: skip
+                  f"| {run['wall'] / with_opt['wall']:.2f} | {sgd['wall']:.2f} | {sgd['wall'] / plain['wall']:.2f} | {plain['xla']:.2f} "
+                  f"| {run['xla']:.2f} | {run['programs']:.0f} |", flush=True)  # fmt: skip
+    if args.optimizers:
+        _print_optimizers(args)
     if not args.split:
         return
     print("\n## where the run's program's compile time goes (XLA seconds, each part compiled alone; median)\n")
