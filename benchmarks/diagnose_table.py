@@ -59,14 +59,17 @@ with other work.
 """
 
 
+COMPARED = ("R", "M", "C")
+
+
 def measured(folder: str, level: str | None) -> tuple[str, dict]:
     """``(winner, {method: mean final})`` among R, M, C at clip none (Brax: the final return, higher wins)."""
     with open(RESULTS / folder / "table.csv", newline="", encoding="utf-8") as f:
         rows = list(csv.DictReader(f))
     if level is None:
-        finals = {r["method"]: float(r["final_return_mean"]) for r in rows if r["method"] in "RMC"}
+        finals = {r["method"]: float(r["final_return_mean"]) for r in rows if r["method"] in COMPARED}
         return max(finals, key=finals.get), finals
-    finals = {r["method"]: float(r["final_test_loss_mean"]) for r in rows if r["level"] == level and r["clip"] == "none" and r["method"] in "RMC"}
+    finals = {r["method"]: float(r["final_test_loss_mean"]) for r in rows if r["level"] == level and r["clip"] == "none" and r["method"] in COMPARED}
     return min(finals, key=finals.get), finals
 
 
@@ -89,7 +92,7 @@ def committed_rows() -> list[dict]:
         rows = list(csv.DictReader(f))
     convert = {"match": lambda v: v == "True", "steps": int, **{k: str for k in TEXT}}
     return [
-        {**{k: convert.get(k, float)(v) for k, v in r.items() if not k.startswith("final_")}, "finals": {m: float(r[f"final_{m}"]) for m in "RMC"}}
+        {**{k: convert.get(k, float)(v) for k, v in r.items() if not k.startswith("final_")}, "finals": {m: float(r[f"final_{m}"]) for m in COMPARED}}
         for r in rows
     ]
 
