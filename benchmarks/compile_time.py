@@ -41,10 +41,10 @@ hold them); ``clip-norm+keras-adam`` (``optax.clip_by_global_norm(1)`` in
 front); ``protocol`` (``make_optimizer("norm")``, what runs use: both clip
 stages with their limits in the state, then Keras's Adam);
 ``protocol-one-stage`` (the same arithmetic for clip norm with only the
-stage it uses); ``protocol-flat``
-(``optax.flatten`` of it: one vector instead of one array per layer); and
-``protocol-flat-adam`` (the protocol's clipping per array, the global norm
-as runs take it, then Adam on one flat vector). Beside them: whether the
+stage it uses); ``protocol-flat`` (``optax.flatten`` of ``protocol``: one
+vector instead of one array per layer); and ``protocol-flat-adam`` (the
+protocol's clipping per array, the global norm as runs take it, then Adam
+on one flat vector). Beside them: whether the
 last three give, after the epoch, the protocol's weights bit for bit.
 
 ``--split`` also prints where the run's program's compile time goes: XLA's
@@ -126,7 +126,7 @@ same machine and day, XLA seconds):
   state's NaN loss into inf, so it stays.
 
 Earlier measurements (the same code, the machine shared with sweeps, module
-imports then counted inside the run's time) gave run / plain 1.8 to 3.2 and
+imports then counted inside the run's time) gave run / plain 1.6 to 3.2 and
 run / (plain + optimizer) 1.07 to 1.88: the ratios move with load, so compare
 only figures from one interleaved invocation.
 """
