@@ -26,8 +26,8 @@ trivial program), the repeats interleaved, and the median printed:
   backward passes, the scan over mini-batches, the losses of both sets, the
   optimizer's first state, the layout of the data).
 
-Modules are imported before the clock starts: a user has imported the
-library before calling it.
+Modules are imported, and the plain steps' mini-batch sliced, before the
+clock starts: a user has done both before compiling.
 
 Beside the wall times: XLA's own compile time summed over every program the
 call compiled, and how many programs that was (JAX's
@@ -63,13 +63,13 @@ Measured on the project's 2-core CPU machine with nothing else running
 
 | case | flow | plain [s] | plain + optimizer [s] | run [s] | run / plain | run / (plain + optimizer) | run with SGD [s] | run with SGD / plain |
 |---|---|---:|---:|---:|---:|---:|---:|---:|
-| cartpole | R | 0.58 | 1.04 | 1.13 | 1.94 | 1.09 | 0.71 | 1.23 |
-| cartpole | C | 0.58 | 1.04 | 1.33 | 2.29 | 1.28 | 0.91 | 1.57 |
-| pendulum | R | 0.45 | 0.78 | 0.99 | 2.19 | 1.27 | 0.67 | 1.48 |
-| pendulum | C | 0.45 | 0.78 | 1.23 | 2.73 | 1.58 | 0.78 | 1.72 |
+| cartpole | R | 0.57 | 1.01 | 1.18 | 2.06 | 1.18 | 0.72 | 1.25 |
+| cartpole | C | 0.57 | 1.01 | 1.34 | 2.33 | 1.33 | 0.94 | 1.64 |
+| pendulum | R | 0.42 | 0.76 | 0.97 | 2.33 | 1.27 | 0.65 | 1.57 |
+| pendulum | C | 0.42 | 0.76 | 1.20 | 2.88 | 1.57 | 0.80 | 1.93 |
 
-(XLA's part: 0.48 s of the plain step on cart pole, 0.38 s on the pendulum;
-0.79 to 1.00 s of a run, over the 3 programs a run compiles: the optimizer's
+(XLA's part: 0.47 s of the plain step on cart pole, 0.35 s on the pendulum;
+0.79 to 1.01 s of a run, over the 3 programs a run compiles: the optimizer's
 first state, the layout of the data, the epoch program.)
 
 A run with each update rule (wall [s]; the last three columns: whether one
@@ -77,35 +77,35 @@ epoch gives, bit for bit, the weights the protocol's optimizer gives):
 
 | case | flow | sgd | keras-adam | keras-adam-injected | clip-norm+keras-adam | protocol | protocol-one-stage | protocol-flat | protocol-flat-adam | protocol-one-stage: same weights | protocol-flat: same weights | protocol-flat-adam: same weights |
 |---|---|---:|---:|---:|---:|---:|---:|---:|---:|---|---|---|
-| cartpole | R | 0.73 | 0.92 | 0.96 | 1.08 | 1.17 | 1.12 | 0.92 | 1.01 | no | no | no |
-| cartpole | C | 0.89 | 1.05 | 1.10 | 1.18 | 1.30 | 1.26 | 1.02 | 1.13 | no | no | no |
-| pendulum | R | 0.66 | 0.78 | 0.84 | 0.88 | 0.97 | 0.92 | 0.78 | 0.85 | no | no | no |
-| pendulum | C | 0.80 | 0.95 | 0.98 | 1.12 | 1.19 | 1.14 | 0.92 | 1.00 | no | no | no |
+| cartpole | R | 0.74 | 0.92 | 0.97 | 1.09 | 1.17 | 1.15 | 0.91 | 1.00 | no | no | no |
+| cartpole | C | 0.91 | 1.08 | 1.13 | 1.23 | 1.31 | 1.24 | 1.04 | 1.15 | no | no | no |
+| pendulum | R | 0.68 | 0.85 | 0.85 | 0.93 | 1.01 | 0.97 | 0.81 | 0.88 | no | no | no |
+| pendulum | C | 0.82 | 0.99 | 1.03 | 1.19 | 1.24 | 1.17 | 1.00 | 1.08 | no | no | no |
 
 What this says:
 
 - The library's own part, a run with the cheapest update rule, compiles
-  within 1.5x of the plain step for R (1.23 and 1.48) and not for C (1.57
-  and 1.72): C compiles a second backward pass (M's, batched with R's), the
-  sign rule and the cosine of the two.
-- The protocol's optimizer adds 0.31 to 0.44 s to a run (protocol less sgd),
-  close to the plain step's whole compile (0.45 to 0.58 s); in a user's own
-  step it adds 0.33 to 0.46 s (plain + optimizer less plain). Of that, Keras's
-  Adam is 0.12 to 0.19 s (keras-adam less sgd), global-norm clipping 0.10 to
-  0.17 s, and keeping every number in the state with both clip stages in the
+  within 1.5x of the plain step only for R on the cart pole (1.25; 1.57 on
+  the pendulum) and not for C (1.64 and 1.93): C compiles a second backward
+  pass (M's, batched with R's), the sign rule and the cosine of the two.
+- The protocol's optimizer adds 0.33 to 0.43 s to a run (protocol less sgd),
+  close to the plain step's whole compile (0.42 to 0.57 s); in a user's own
+  step it adds 0.34 to 0.44 s (plain + optimizer less plain). Of that, Keras's
+  Adam is 0.17 to 0.18 s (keras-adam less sgd), global-norm clipping 0.08 to
+  0.20 s, and keeping every number in the state with both clip stages in the
   program (so that runs of different clip modes and learning rates train as
-  one program) 0.07 to 0.12 s. XLA:CPU compiles each kernel with LLVM on its
+  one program) 0.05 to 0.08 s. XLA:CPU compiles each kernel with LLVM on its
   own, and the per-array optimizer is about six kernels per parameter array.
 - The protocol's arithmetic compiled any other way gives other weights after
-  one epoch: with only the clip stage a run uses (0.04 to 0.05 s faster), on
-  one flat vector (``optax.flatten``, 0.19 to 0.28 s faster; the global norm
+  one epoch: with only the clip stage a run uses (0.02 to 0.07 s faster), on
+  one flat vector (``optax.flatten``, 0.20 to 0.27 s faster; the global norm
   is then one sum), and with the clipping left per array and only Adam
   flattened. The elementwise updates land in other kernels and round
   differently in the last bit, and training carries that on. Even the flat
-  optimizer would leave a run at 1.59 to 2.04x the plain step. Runs must
+  optimizer would leave a run at 1.60 to 2.38x the plain step. Runs must
   reproduce their committed numbers, so they keep the per-array optimizer,
   and the issue's target of 1.5x the plain gradient step is not met: a run
-  compiles in 1.9 to 2.7x the plain step, and in 1.1 to 1.6x a user's own
+  compiles in 2.1 to 2.9x the plain step, and in 1.2 to 1.6x a user's own
   step with the same optimizer.
 
 Where the run's program's XLA compile time goes (``--split --repeats 3``, the
@@ -126,7 +126,8 @@ same machine and day, XLA seconds):
   state's NaN loss into inf, so it stays.
 
 Earlier measurements (the same code, the machine shared with sweeps, module
-imports then counted inside the run's time) gave run / plain 1.6 to 3.2 and
+imports then counted inside the run's time and the slicing of the mini-batch
+inside the plain step's) gave run / plain 1.6 to 3.2 and
 run / (plain + optimizer) 1.07 to 1.88: the ratios move with load, so compare
 only figures from one interleaved invocation.
 """
@@ -217,7 +218,6 @@ def _optimizer(name: str):
 
 
 def _child(case: str, flow: str, what: str) -> dict:
-    import equinox as eqx
     import jax
     import numpy as np
     import optax
@@ -231,33 +231,33 @@ def _child(case: str, flow: str, what: str) -> dict:
 
     import stablebptt as sb
 
-    train, make_optimizer, flow_from_name = sb.train, sb.make_optimizer, sb.flow_from_name  # the modules load here, not on the clock
+    train, trainable, flow_from_name = sb.train, sb.trainable, sb.flow_from_name  # the modules load here, not on the clock
     policy, problem, train_x, test_x = _case(case)
-    jax.block_until_ready((train_x, test_x))
+    batch, test_x = jax.block_until_ready((train_x[:8], test_x))  # the plain steps' mini-batch, sliced off the clock
     jax.jit(lambda x: x + 1).lower(1.0).compile()  # XLA's one-time start, outside both measurements
     jax.monitoring.register_event_duration_secs_listener(listen)
     began = time.perf_counter()
     if what == "plain":
         params, loss = _plain_loss(policy, problem)
         step = jax.jit(lambda p, batch, test: (jax.grad(loss)(p, batch), loss(p, test)))
-        step.lower(params, train_x[:8], test_x).compile()
+        step.lower(params, batch, test_x).compile()
         wall = time.perf_counter() - began
     elif what == "plain+optimizer":
         params, loss = _plain_loss(policy, problem)
-        optimizer = make_optimizer("norm")
+        optimizer = _optimizer("protocol")
 
         def step(p, s, batch, test):
             u, s = optimizer.update(jax.grad(loss)(p, batch), s, p)
             return optax.apply_updates(p, u), s, loss(p, test)
 
-        jax.jit(step).lower(params, optimizer.init(params), train_x[:8], test_x).compile()
+        jax.jit(step).lower(params, optimizer.init(params), batch, test_x).compile()
         wall = time.perf_counter() - began
-    else:
-        optimizer = _optimizer(what.removeprefix("optimizer:") if what.startswith("optimizer:") else "sgd" if what == "run-sgd" else "protocol")
-        result = train(policy, problem, train_x, test_x, flow=flow_from_name(flow), optimizer=optimizer, epochs=1)
+    else:  # "run:<update rule>"
+        result = train(policy, problem, train_x, test_x, flow=flow_from_name(flow), optimizer=_optimizer(what.removeprefix("run:")), epochs=1)
         wall = time.perf_counter() - began - result.seconds["epochs"] - result.seconds["record"]
-        weights = np.concatenate([np.asarray(leaf).ravel() for leaf in jax.tree.leaves(eqx.filter(result.policy, eqx.is_inexact_array))])
-        return {"wall": wall, "xla": sum(compiles), "programs": len(compiles), "weights": hashlib.sha256(weights.tobytes()).hexdigest()[:12]}
+        compiled = {"wall": wall, "xla": sum(compiles), "programs": len(compiles)}
+        weights = np.concatenate([np.asarray(leaf).ravel() for leaf in jax.tree.leaves(trainable(result.policy)[0])])  # on the host: no program
+        return {**compiled, "weights": hashlib.sha256(weights.tobytes()).hexdigest()[:12]}
     return {"wall": wall, "xla": sum(compiles), "programs": len(compiles)}
 
 
@@ -328,7 +328,7 @@ def _print_optimizers(args: argparse.Namespace) -> None:
             found: dict[str, list[dict]] = {name: [] for name in OPTIMIZERS}
             for _ in range(args.repeats):
                 for name, samples in found.items():
-                    samples.append(_measure(case, flow, f"optimizer:{name}"))
+                    samples.append(_measure(case, flow, f"run:{name}"))
             walls = " | ".join(f"{statistics.median(s['wall'] for s in samples):.2f}" for samples in found.values())
             protocol = {s["weights"] for s in found["protocol"]}
             same = " | ".join("yes" if {s["weights"] for s in found[name]} == protocol else "no" for name in SAME_AS_PROTOCOL)
@@ -356,7 +356,7 @@ def main() -> None:
     print("| case | flow | plain [s] | plain + optimizer [s] | run [s] | run / plain | run / (plain + optimizer) "
           "| run with SGD [s] | run with SGD / plain | plain XLA [s] | run XLA [s] | programs compiled by the run |")  # fmt: skip
     print("|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
-    keys = [("plain", "R"), ("plain+optimizer", "R"), *((what, flow) for flow in args.flows for what in ("run", "run-sgd"))]
+    keys = [("plain", "R"), ("plain+optimizer", "R"), *((what, flow) for flow in args.flows for what in ("run:protocol", "run:sgd"))]
     for case in args.cases:
         samples: dict[tuple[str, str], list[dict]] = {key: [] for key in keys}
         for _ in range(args.repeats):  # interleaved, so that a change of load on the machine touches every figure
@@ -365,7 +365,7 @@ def main() -> None:
         med = {key: {k: statistics.median(s[k] for s in found) for k in ("wall", "xla", "programs")} for key, found in samples.items()}
         plain, with_opt = med["plain", "R"], med["plain+optimizer", "R"]
         for flow in args.flows:
-            run, sgd = med["run", flow], med["run-sgd", flow]
+            run, sgd = med["run:protocol", flow], med["run:sgd", flow]
             print(f"| {case} | {flow} | {plain['wall']:.2f} | {with_opt['wall']:.2f} | {run['wall']:.2f} | {run['wall'] / plain['wall']:.2f} "
                   f"| {run['wall'] / with_opt['wall']:.2f} | {sgd['wall']:.2f} | {sgd['wall'] / plain['wall']:.2f} | {plain['xla']:.2f} "
                   f"| {run['xla']:.2f} | {run['programs']:.0f} |", flush=True)  # fmt: skip
