@@ -8,6 +8,7 @@ import math
 import jax
 import jax.numpy as jnp
 import numpy as np
+import optax
 import pytest
 
 import stablebptt as sb
@@ -125,8 +126,6 @@ def batched_runs(policies, problem, xs, ts, *, flow, specs, **kwargs):
 def test_batched_runs_with_different_learning_rates():
     """One optimizer, each run's learning rate in its own state: each run trains at its own rate, as its single run;
     any optax optimizer that injects its numbers (optax.inject_hyperparams) batches the same way."""
-    import optax
-
     problem, policy, x = pendulum()
     batched = batched_runs([policy, policy], problem, [x, x], [x, x], flow=sb.R(), specs=[("none", 1e-3), ("none", 1e-1)], epochs=2)
     for run, lr in zip(batched, (1e-3, 1e-1), strict=True):
@@ -281,21 +280,31 @@ def test_kept_best_parameters_are_those_of_the_lowest_logged_test_loss_in_every_
         sb.train(policy, problem, x, x, flow=sb.R(), optimizer=sb.make_optimizer(), epochs=1, keep_best="yes")
 
 
-def test_a_run_builds_three_programs(one_pole):
-    """From empty caches, a run lowers three programs: the optimizer's initial state, the data's layout and the
-    epoch program (its initial losses included), not one small program per array of the optimizer state."""
+def test_a_run_builds_one_program(one_pole):
+    """From empty caches, a run lowers one program, the epoch program (its initial losses and the optimizer's
+    first state included): no program for the optimizer's initial state, the data's layout, a run's
+    hyperparameters, stacking flows or slicing the runs' results. So does a group of runs of different flows
+    with their own hyperparameters."""
     task, policy, train_x, test_x = one_pole
     train_x, test_x = jax.block_until_ready((train_x[:64], test_x[:32]))
     built = []
 
-    def listen(event: str, duration: float, **_: object) -> None:
+    def listen(event: str, duration: float, fun_name: str = "", **_: object) -> None:
         if event == "/jax/core/compile/jaxpr_to_mlir_module_duration":
-            built.append(event)
+            built.append(fun_name)
 
     jax.clear_caches()  # last in this file, so that no later test here compiles again
     jax.monitoring.register_event_duration_secs_listener(listen)
     try:
         sb.train(policy, task.problem, train_x, test_x, flow=sb.C(), optimizer=sb.make_optimizer("norm"), epochs=1)
+        one = list(built)
+        built.clear()
+        hyperparams = [optimizer_hyperparams(clip, lr) for clip, lr in (("norm", 1e-3), ("value", 3e-3), ("none", 1e-4))]
+        results = sb.train_batched([policy] * 3, task.problem, [train_x] * 3, [test_x] * 3, flow=[sb.R(), sb.M(), sb.C()],
+                                   optimizer=sb.make_optimizer(), hyperparams=hyperparams, epochs=1, keep_best=True)  # fmt: skip
     finally:
         jax.monitoring.unregister_event_duration_listener(listen)
-    assert len(built) == 3
+    assert one == ["jit(program)"]
+    assert built == ["jit(program)"]
+    for result, lr in zip(results, (1e-3, 3e-3, 1e-4), strict=True):  # each run's own numbers, set without a program
+        assert np.asarray(optax.tree_utils.tree_get(result.opt_state, "learning_rate")) == np.float32(lr)

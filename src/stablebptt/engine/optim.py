@@ -15,6 +15,7 @@ from typing import Any, Mapping, NamedTuple
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 import optax
 
 __all__ = [
@@ -187,9 +188,9 @@ def with_hyperparams(opt_state: Any, values: Mapping[str, float]) -> Any:
             "per-run numbers must be hyperparameters injected with optax.inject_hyperparams, as make_optimizer's are"
         )
 
-    def value(name: str, old: jax.Array) -> jax.Array:
-        new = jnp.asarray(values[name], old.dtype)
-        if not jnp.issubdtype(old.dtype, jnp.inexact) and new != values[name]:
+    def value(name: str, old: jax.Array) -> np.ndarray:
+        new = np.asarray(values[name], old.dtype)  # on the host: no program to compile
+        if not np.issubdtype(old.dtype, np.inexact) and new != values[name]:
             raise ValueError(f"hyperparameter {name!r} is held as {old.dtype} in the optimizer state, so {values[name]!r} cannot be set")
         return new
 

@@ -6,6 +6,7 @@ from typing import Any, Sequence
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 
 from .. import validate
 
@@ -56,11 +57,16 @@ def sample_count(x: Any, batched: Sequence[bool] | None = None, name: str = "set
 
 def split_batches(x: Any, batch_size: int, batched: Sequence[bool] | None = None) -> Any:
     """``(n, ...)`` → ``(n // batch_size, batch_size, ...)`` for every leaf with a sample axis, order kept;
-    a leaf without one (its ``batched`` flag False) is repeated for each batch, ``(n // batch_size, ...)``."""
+    a leaf without one (its ``batched`` flag False) is repeated for each batch, ``(n // batch_size, ...)``.
+
+    NumPy leaves stay NumPy (laid out on the host, no program compiled); others are JAX operations.
+    """
     k = batch_count(sample_count(x, batched), batch_size)
     leaves, treedef = jax.tree.flatten(x)
     flags = [True] * len(leaves) if batched is None else list(batched)
-    return jax.tree.unflatten(treedef, [
-        jnp.reshape(a, (k, batch_size) + tuple(a.shape[1:])) if flag else jnp.broadcast_to(a, (k, *jnp.shape(a)))
-        for a, flag in zip(leaves, flags, strict=True)
-    ])  # fmt: skip
+
+    def split(a, flag):
+        xp = np if isinstance(a, np.ndarray) else jnp
+        return xp.reshape(a, (k, batch_size) + tuple(a.shape[1:])) if flag else xp.broadcast_to(a, (k, *np.shape(a)))
+
+    return jax.tree.unflatten(treedef, [split(a, flag) for a, flag in zip(leaves, flags, strict=True)])

@@ -9,8 +9,10 @@ The program is one ``jit``: every mini-batch update of the epoch (one
 ``lax.scan`` in the stored order), then the training and test losses of the
 updated weights, with the evaluation a later evaluation of saved weights runs
 (:func:`evaluate_losses`). Called without updates (a ``lax.cond`` on an
-argument), the same program gives the losses before training: a run compiles
-one program, its initial losses included.
+argument), the same program gives the losses before training and the
+optimizer's first state. Its inputs are laid out on the host (NumPy) and
+placed on the devices as they are: a run compiles this one program and no
+other.
 
 One run is the plain program. Several runs of one flow ``vmap`` over
 parameters, optimizer states and data with the flow fixed (its concrete gates
@@ -23,9 +25,8 @@ learning rate) lives in each run's optimizer state.
 from __future__ import annotations
 
 import dataclasses
-import functools
 import time
-from typing import Any, Callable, Sequence
+from typing import Any, Callable, Mapping, Sequence
 
 import equinox as eqx
 import jax
@@ -34,6 +35,7 @@ import numpy as np
 import optax
 
 from ..engine.flows import AbstractFlow, Regular, stack_flows
+from ..engine.optim import with_hyperparams
 from ..engine.problem import ControlProblem, sample_axes
 from ..engine.rollouts import loss_dtype, rollout_loss
 from ..engine.updates import AbstractBackward, SharedBackward, trainable, value_and_update
@@ -90,12 +92,30 @@ def make_epoch_functions(
     return EpochFunctions(train_epoch, evaluate, static)
 
 
+def _host(a: Any) -> Any:
+    """``a`` as a NumPy array; typed PRNG keys, which have no NumPy form, stay JAX arrays."""
+    if isinstance(a, jax.Array) and jax.dtypes.issubdtype(a.dtype, jax.dtypes.prng_key):
+        return a
+    return np.asarray(a)
+
+
 def _stack(trees: Sequence[Any]) -> Any:
-    return jax.tree.map(lambda *xs: jnp.stack(xs), *trees)
+    """Trees stacked over a new leading axis, on the host (NumPy) where the leaves have a NumPy form."""
+
+    def stack(*xs):
+        xs = [_host(x) for x in xs]
+        return np.stack(xs) if all(isinstance(x, np.ndarray) for x in xs) else jnp.stack(xs)
+
+    return jax.tree.map(stack, *trees)
 
 
 def _run(tree: Any, i: int) -> Any:
     return jax.tree.map(lambda a: a[i], tree)
+
+
+def _zeros(shapes: Any) -> Any:
+    """Host zeros of the shapes and dtypes of a tree of ``jax.ShapeDtypeStruct``."""
+    return jax.tree.map(lambda s: np.zeros(s.shape, s.dtype), shapes)
 
 
 def _same_layout(a: Any, b: Any) -> bool:
@@ -136,11 +156,11 @@ def _losses_program(evaluate: Callable, sets: Any, stacked: bool) -> Callable:
     return (lambda params, sets: jax.vmap(both)(params, sets[0])) if len(sets) == 1 else (lambda params, sets: jax.vmap(pair)(params, *sets))
 
 
-@functools.partial(jax.jit, static_argnames=("batch_size", "axes", "stacked"))
 def _layout(params: Any, opt_states: Any, train_xs: Any, test_xs: Any, *, batch_size: int, axes: tuple, stacked: bool) -> tuple:
-    """The program's inputs from the runs' own (one small program): parameters and optimizer states stacked
-    over runs, each training set split into mini-batches, the evaluation sets as :func:`_stack_sets` lays
-    them out; a single run keeps its own layout (no run axis)."""
+    """The program's inputs from the runs' own, on the host (NumPy, so no program of its own): parameters
+    and optimizer states stacked over runs, each training set split into mini-batches, the evaluation sets
+    as :func:`_stack_sets` lays them out; a single run keeps its own parameters and state and has no run axis."""
+    train_xs, test_xs = ([jax.tree.map(_host, x) for x in xs] for xs in (train_xs, test_xs))
     batches = [split_batches(x, batch_size, axes) for x in train_xs]
     sets = _stack_sets(train_xs, test_xs)
     if not stacked:
@@ -163,10 +183,13 @@ class EpochProgram:
         ``losses``: ``(runs, 2)``, training and test loss (one run: no run axis).
     losses(params, opt_state): the same program without the updates, ``(runs, 2)``.
     params, opt_state: the runs' starting values, placed on the devices.
+    initial_losses: ``losses(params, opt_state)`` of those, on the host (the
+        program's first call, which also gave the optimizer's first state).
     epoch_fn: one epoch (updates, then losses) as a pure function of ``args``
         (for FLOP counting); ``args = (params, opt_state, batches, flow, sets)``.
     lowered, compiled: the program as ``jax.jit(...).lower(...)`` gave it and its compiled form.
-    update, keep: its last argument, placed on the devices: update, or only evaluate.
+    update, start: its last argument, placed on the devices: update; or only
+        evaluate, the optimizer state returned being the optimizer's first.
     compile_seconds: wall time of laying out the inputs, tracing and compiling [s].
     n_devices: how many devices each mini-batch is split across.
     """
@@ -176,10 +199,11 @@ class EpochProgram:
     lowered: Any
     compiled: Any
     update: jax.Array
-    keep: jax.Array
+    start: jax.Array
     n_runs: int
     n_devices: int
     compile_seconds: float
+    initial_losses: np.ndarray
 
     @property
     def params(self) -> Any:
@@ -193,11 +217,15 @@ class EpochProgram:
         return self.compiled(params, opt_state, *self.args[2:], self.update)
 
     def losses(self, params: Any, opt_state: Any) -> jax.Array:
-        return self.compiled(params, opt_state, *self.args[2:], self.keep)[3]
+        return self.compiled(params, opt_state, *self.args[2:], self.start)[3]
 
     def per_run(self, tree: Any) -> list:
-        """A tree of the program's (stacked) values as one tree per run."""
-        return [tree] if self.n_runs == 1 else [_run(tree, i) for i in range(self.n_runs)]
+        """A tree of the program's (stacked) values as one tree per run (several runs: on the host, sliced
+        with NumPy, so that no program is compiled for it)."""
+        if self.n_runs == 1:
+            return [tree]
+        host = jax.device_get(tree)
+        return [_run(host, i) for i in range(self.n_runs)]
 
 
 def _one_flow(flows: Sequence[AbstractFlow]) -> AbstractFlow | None:
@@ -216,6 +244,14 @@ def _update_epoch(fns: EpochFunctions, flows: Sequence[AbstractFlow], n_steps: i
     return jax.vmap(fns.train_epoch), stack_flows(flows, n_steps)
 
 
+def _with_run_hyperparams(opt_state: Any, hyperparams: Sequence[Mapping[str, float]], stacked: bool) -> Any:
+    """The (stacked) optimizer state with run ``i``'s hyperparameters set in run ``i``'s state, on the host."""
+    if not stacked:
+        return with_hyperparams(jax.device_get(opt_state), hyperparams[0])
+    host = jax.device_get(opt_state)
+    return _stack([with_hyperparams(_run(host, i), h) for i, h in enumerate(hyperparams)])
+
+
 def compile_epoch(
     policies: Sequence[Any],
     problem: ControlProblem,
@@ -227,6 +263,7 @@ def compile_epoch(
     backward: AbstractBackward = SharedBackward(),
     batch_size: int = 8,
     opt_states: Sequence[Any] | None = None,
+    hyperparams: Sequence[Mapping[str, float]] | None = None,
     devices: Sequence[jax.Device] | None = None,
 ) -> EpochProgram:
     """Build and compile the epoch program of ``len(policies)`` runs (the one builder of it).
@@ -235,24 +272,36 @@ def compile_epoch(
     one's structure) on ``train_xs[i]`` with ``flows[i]``, in mini-batches of
     ``batch_size`` in the stored order, and is evaluated on ``train_xs[i]``
     and ``test_xs[i]``. ``optimizer`` is the update rule of every run;
-    ``opt_states[i]`` (default ``optimizer.init``) holds run ``i``'s numbers.
-    ``backward``: how the backward passes are computed (a run's own, e.g.
+    ``opt_states[i]`` holds run ``i``'s state (default: the optimizer's first,
+    which the program itself computes, with ``hyperparams[i]`` set in it,
+    :func:`~stablebptt.engine.optim.with_hyperparams`). ``backward``: how
+    the backward passes are computed (a run's own, e.g.
     ``RunConfig.backward(task)``). ``devices``: split each mini-batch across
     them (:func:`stablebptt.training.sharding.data_mesh`).
     """
     began = time.perf_counter()
     n = len(policies)
+    if opt_states is not None and hyperparams is not None:
+        raise ValueError("give either opt_states (states to continue from) or hyperparams (set in the first states), not both")
+    if hyperparams is not None and len(hyperparams) != n:
+        raise ValueError(f"give one mapping of hyperparameters per run ({n}), not {len(hyperparams)}")
     params_list = [trainable(p)[0] for p in policies]
-    if opt_states is None:
-        init = jax.jit(optimizer.init)
-        opt_states = [init(p) for p in params_list]
+    fresh = opt_states is None
+    if fresh:  # stand-ins of the first states' layout: the program's first call computes them
+        shapes = jax.eval_shape(optimizer.init, params_list[0])
+        for values in hyperparams or ():
+            with_hyperparams(shapes, values)  # a name the state does not hold fails here, before compiling
+        opt_states = [_zeros(shapes)] * n
     stacked = n > 1
     axes = tuple(sample_axes(problem, policies[0], train_xs[0]))
     fns = make_epoch_functions(policies[0], problem, None, optimizer, backward=backward)
     updates, flow_arg = _update_epoch(fns, flows, problem.n_steps)
+    first_state = jax.vmap(optimizer.init) if stacked else optimizer.init
 
     mesh = data_mesh(batch_size, devices)
-    params, opt_state, batches, sets = _layout(list(params_list), list(opt_states), list(train_xs), list(test_xs), batch_size=batch_size, axes=axes, stacked=stacked)
+    params, opt_state, batches, sets = jax.device_put(
+        _layout(list(params_list), list(opt_states), list(train_xs), list(test_xs), batch_size=batch_size, axes=axes, stacked=stacked)
+    )
     sample_axis = 0 if isinstance(sets, list) else (1 if len(sets) == 1 else 0) + stacked
     params, opt_state, flow_arg = replicate((params, opt_state, flow_arg), mesh)
     batches = shard_leading(batches, mesh, axis=1 + stacked)
@@ -270,18 +319,22 @@ def compile_epoch(
             params, opt_state, stats = updates(params, opt_state, batches, flow_arg)
             return params, opt_state, tuple(jnp.asarray(s).astype(dtype) for s in stats)
 
-        def keep(params, opt_state):
-            return params, opt_state, tuple(jnp.full(stats_shape, jnp.nan, dtype) for _ in range(3))
+        def start(params, opt_state):
+            first = jax.tree.map(lambda new, old: jnp.asarray(new).astype(old.dtype), first_state(params), opt_state)
+            return params, first, tuple(jnp.full(stats_shape, jnp.nan, dtype) for _ in range(3))
 
-        params, opt_state, stats = jax.lax.cond(update, train, keep, params, opt_state)
+        params, opt_state, stats = jax.lax.cond(update, train, start, params, opt_state)
         return params, opt_state, stats, losses(params, sets)
 
-    update, keep = replicate(jax.device_put((np.asarray(True), np.asarray(False))), mesh)
-    args = (params, opt_state, batches, flow_arg, sets)
-    lowered = jax.jit(program).lower(*args, update)
+    update, start = replicate(jax.device_put((np.asarray(True), np.asarray(False))), mesh)
+    lowered = jax.jit(program).lower(params, opt_state, batches, flow_arg, sets, update)
     compiled = lowered.compile()
+    _, first, _, initial = compiled(params, opt_state, batches, flow_arg, sets, start)
+    if fresh:
+        opt_state = first if hyperparams is None else replicate(jax.device_put(_with_run_hyperparams(first, hyperparams, stacked)), mesh)
     n_devices = 1 if mesh is None else mesh.devices.size
-    return EpochProgram(epoch_fn, args, lowered, compiled, update, keep, n, n_devices, time.perf_counter() - began)
+    args = (params, opt_state, batches, flow_arg, sets)
+    return EpochProgram(epoch_fn, args, lowered, compiled, update, start, n, n_devices, time.perf_counter() - began, np.asarray(initial))
 
 
 def evaluate_losses(policy: Any, problem: ControlProblem, train_x: Any, test_x: Any) -> tuple[float, float]:

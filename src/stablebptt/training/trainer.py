@@ -31,7 +31,6 @@ import optax
 
 from .. import validate
 from ..engine.flows import Combined, AbstractFlow, Regular
-from ..engine.optim import with_hyperparams
 from ..engine.problem import ControlProblem, check_flow, check_optimizer, check_policy, check_states, sample_axes
 from ..engine.updates import AbstractBackward, SharedBackward, trainable
 from .batching import batch_count, sample_count
@@ -304,26 +303,20 @@ def _validate(runs: _Runs, epochs: int, batch_size: int) -> None:
 def _starting_states(
     runs: _Runs,
     optimizer: optax.GradientTransformation,
-    hyperparams: Sequence[Mapping[str, float]] | None,
     starts: Sequence[TrainState] | None,
     epochs: int,
     keep_best: bool,
-) -> tuple[list, list]:
-    """Each run's parameters and optimizer state to train from: its policy's weights and the optimizer's
-    state with the run's hyperparameters, or its start state (checked against those)."""
+) -> tuple[list, list | None]:
+    """Each run's parameters and optimizer state to train from: its policy's weights (the state: None, for
+    the epoch program to compute), or its start state (checked against those)."""
     n = len(runs.policies)
     params = [trainable(p)[0] for p in runs.policies]
-    if hyperparams is not None and len(hyperparams) != n:
-        raise ValueError(f"train_batched: give one mapping of hyperparameters per run ({n}), not {len(hyperparams)}")
-    init = jax.jit(optimizer.init)  # one small program rather than one per array the state holds
-    opt_states = [init(p) for p in params]
-    if hyperparams is not None:
-        opt_states = [with_hyperparams(s, h) for s, h in zip(opt_states, hyperparams, strict=True)]
     if starts is None:
-        return params, opt_states
+        return params, None
     if len(starts) != n or len({s.epoch for s in starts}) != 1:
         raise ValueError("train_batched: give one start state per run, all at the same epoch")
-    for start, p, state in zip(starts, params, opt_states, strict=True):
+    state = jax.eval_shape(optimizer.init, params[0])
+    for start, p in zip(starts, params, strict=True):
         check_start(start, p, state, epochs, keep_best)
     return [s.params for s in starts], [s.opt_state for s in starts]
 
@@ -335,7 +328,7 @@ def _begin(program: EpochProgram, starts: Sequence[TrainState] | None, keep_best
         best = [_Best.of(s) for s in starts] if keep_best else None
         return _Progress(starts[0].epoch, program.params, program.opt_state, [list(s.history) for s in starts],
                          [dict(s.initial) for s in starts], [s.diverged_at for s in starts], best)  # fmt: skip
-    losses = program.per_run(np.asarray(program.losses(program.params, program.opt_state)))
+    losses = program.per_run(program.initial_losses)
     initial = [{"train_loss": float(a), "test_loss": float(b)} for a, b in losses]
     best = [_Best() for _ in range(n)] if keep_best else None
     return _Progress(0, program.params, program.opt_state, [[] for _ in range(n)], initial, [None] * n, best)
@@ -423,13 +416,14 @@ def _fit(
     if not isinstance(keep_best, bool):
         raise TypeError(f"keep_best={keep_best!r}; expected True (keep the parameters of the lowest test loss) or False")
     _validate(runs, epochs, batch_size)
-    params, opt_states = _starting_states(runs, optimizer, hyperparams, starts, epochs, keep_best)
+    params, opt_states = _starting_states(runs, optimizer, starts, epochs, keep_best)
     static = trainable(runs.policies[0])[1]
     spent = dict.fromkeys(TIME_KEYS, 0.0)
     began = time.perf_counter()
     program = compile_epoch(
         [eqx.combine(p, static) for p in params], runs.problem, runs.train_xs, runs.test_xs, flows=runs.flows,
-        optimizer=optimizer, backward=backward, batch_size=batch_size, opt_states=opt_states, devices=devices,
+        optimizer=optimizer, backward=backward, batch_size=batch_size, opt_states=opt_states,
+        hyperparams=None if starts is not None else hyperparams, devices=devices,
     )  # fmt: skip
     progress = _begin(program, starts, keep_best)
     spent["compile"] = time.perf_counter() - began
