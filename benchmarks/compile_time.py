@@ -20,11 +20,12 @@ trivial program), the repeats interleaved, and the median printed:
 - run: ``sb.train(..., epochs=1)``: the call's wall time less the epoch's own
   execution (``result.seconds["epochs"]`` and ``["record"]``), i.e. what a
   run spends before and around training (checks, laying out the data,
-  tracing, compiling, the losses before training).
+  tracing, compiling, the program's first call: the losses before training
+  and the optimizer's first state).
 - run with SGD: the same run with ``optax.sgd(1e-3)``, the cheapest update
   rule: what the library itself compiles around a gradient step (the flow's
   backward passes, the scan over mini-batches, the losses of both sets, the
-  optimizer's first state, the layout of the data).
+  optimizer's first state).
 
 Modules are imported, and the plain steps' mini-batch sliced, before the
 clock starts: a user has done both before compiling.
@@ -53,7 +54,7 @@ fresh process (caches cleared between): one update of a mini-batch
 (``value_and_update``), that update with the optimizer step, the scan of an
 epoch's updates, and the whole epoch program (``compile_epoch``: the scan,
 then the losses of both sets, and the ``lax.cond`` that also gives the losses
-before training); beside them, for comparison only, the scan of 32 with the
+before training and the optimizer's first state); beside them, for comparison only, the scan of 32 with the
 optimizer wrapped in ``optax.flatten`` (one vector instead of one array per
 layer: not what runs execute, and not bit-identical to it).
 
@@ -63,49 +64,52 @@ Measured on the project's 2-core CPU machine with nothing else running
 
 | case | flow | plain [s] | plain + optimizer [s] | run [s] | run / plain | run / (plain + optimizer) | run with SGD [s] | run with SGD / plain |
 |---|---|---:|---:|---:|---:|---:|---:|---:|
-| cartpole | R | 0.57 | 1.01 | 1.18 | 2.06 | 1.18 | 0.72 | 1.25 |
-| cartpole | C | 0.57 | 1.01 | 1.34 | 2.33 | 1.33 | 0.94 | 1.64 |
-| pendulum | R | 0.42 | 0.76 | 0.97 | 2.33 | 1.27 | 0.65 | 1.57 |
-| pendulum | C | 0.42 | 0.76 | 1.20 | 2.88 | 1.57 | 0.80 | 1.93 |
+| cartpole | R | 0.60 | 1.07 | 1.10 | 1.82 | 1.03 | 0.73 | 1.21 |
+| cartpole | C | 0.60 | 1.07 | 1.28 | 2.11 | 1.19 | 0.88 | 1.45 |
+| pendulum | R | 0.43 | 0.80 | 1.01 | 2.33 | 1.27 | 0.63 | 1.46 |
+| pendulum | C | 0.43 | 0.80 | 1.16 | 2.69 | 1.46 | 0.79 | 1.82 |
 
-(XLA's part: 0.47 s of the plain step on cart pole, 0.35 s on the pendulum;
-0.79 to 1.01 s of a run, over the 3 programs a run compiles: the optimizer's
-first state, the layout of the data, the epoch program.)
+(XLA's part: 0.49 s of the plain step on cart pole, 0.37 s on the pendulum;
+0.82 to 1.00 s of a run, all of it the one program a run compiles, the epoch
+program: the optimizer's first state comes from its first call, and the data
+are laid out with NumPy.)
 
 A run with each update rule (wall [s]; the last three columns: whether one
 epoch gives, bit for bit, the weights the protocol's optimizer gives):
 
 | case | flow | sgd | keras-adam | keras-adam-injected | clip-norm+keras-adam | protocol | protocol-one-stage | protocol-flat | protocol-flat-adam | protocol-one-stage: same weights | protocol-flat: same weights | protocol-flat-adam: same weights |
 |---|---|---:|---:|---:|---:|---:|---:|---:|---:|---|---|---|
-| cartpole | R | 0.74 | 0.92 | 0.97 | 1.09 | 1.17 | 1.15 | 0.91 | 1.00 | no | no | no |
-| cartpole | C | 0.91 | 1.08 | 1.13 | 1.23 | 1.31 | 1.24 | 1.04 | 1.15 | no | no | no |
-| pendulum | R | 0.68 | 0.85 | 0.85 | 0.93 | 1.01 | 0.97 | 0.81 | 0.88 | no | no | no |
-| pendulum | C | 0.82 | 0.99 | 1.03 | 1.19 | 1.24 | 1.17 | 1.00 | 1.08 | no | no | no |
+| cartpole | R | 0.68 | 0.85 | 0.91 | 1.04 | 1.12 | 1.09 | 0.83 | 0.94 | no | no | no |
+| cartpole | C | 0.86 | 1.05 | 1.11 | 1.26 | 1.27 | 1.28 | 1.00 | 1.07 | no | no | no |
+| pendulum | R | 0.66 | 0.83 | 0.84 | 0.99 | 1.07 | 1.02 | 0.89 | 0.97 | no | no | no |
+| pendulum | C | 0.84 | 1.02 | 1.08 | 1.16 | 1.19 | 1.18 | 0.99 | 0.99 | no | no | no |
 
 What this says:
 
 - The library's own part, a run with the cheapest update rule, compiles
-  within 1.5x of the plain step only for R on the cart pole (1.25; 1.57 on
-  the pendulum) and not for C (1.64 and 1.93): C compiles a second backward
-  pass (M's, batched with R's), the sign rule and the cosine of the two.
-- The protocol's optimizer adds 0.33 to 0.43 s to a run (protocol less sgd),
-  close to the plain step's whole compile (0.42 to 0.57 s); in a user's own
-  step it adds 0.34 to 0.44 s (plain + optimizer less plain). Of that, Keras's
-  Adam is 0.17 to 0.18 s (keras-adam less sgd), global-norm clipping 0.08 to
-  0.20 s, and keeping every number in the state with both clip stages in the
-  program (so that runs of different clip modes and learning rates train as
-  one program) 0.05 to 0.08 s. XLA:CPU compiles each kernel with LLVM on its
-  own, and the per-array optimizer is about six kernels per parameter array.
+  within 1.5x of the plain step for R (1.21 on the cart pole, 1.46 on the
+  pendulum) and for C on the cart pole (1.45), not for C on the pendulum
+  (1.82): C compiles a second backward pass (M's, batched with R's), the
+  sign rule and the cosine of the two.
+- The protocol's optimizer adds 0.35 to 0.44 s to a run (protocol less sgd),
+  close to the plain step's whole compile (0.43 to 0.60 s); in a user's own
+  step it adds 0.37 to 0.47 s (plain + optimizer less plain). Of that,
+  Keras's Adam is 0.17 to 0.19 s (keras-adam less sgd), global-norm
+  clipping 0.14 to 0.21 s, and keeping every number in the state with both
+  clip stages in the program (so that runs of different clip modes and
+  learning rates train as one program) 0.01 to 0.08 s. XLA:CPU compiles
+  each kernel with LLVM on its own, and the per-array optimizer is about six
+  kernels per parameter array.
 - The protocol's arithmetic compiled any other way gives other weights after
-  one epoch: with only the clip stage a run uses (0.02 to 0.07 s faster), on
-  one flat vector (``optax.flatten``, 0.20 to 0.27 s faster; the global norm
-  is then one sum), and with the clipping left per array and only Adam
+  one epoch: with only the clip stage a run uses (at most 0.05 s faster), on
+  one flat vector (``optax.flatten``, 0.18 to 0.29 s faster; the global
+  norm is then one sum), and with the clipping left per array and only Adam
   flattened. The elementwise updates land in other kernels and round
   differently in the last bit, and training carries that on. Even the flat
-  optimizer would leave a run at 1.60 to 2.38x the plain step. Runs must
+  optimizer would leave a run at 1.38 to 2.30x the plain step. Runs must
   reproduce their committed numbers, so they keep the per-array optimizer,
   and the issue's target of 1.5x the plain gradient step is not met: a run
-  compiles in 2.1 to 2.9x the plain step, and in 1.2 to 1.6x a user's own
+  compiles in 1.8 to 2.7x the plain step, and in 1.0 to 1.5x a user's own
   step with the same optimizer.
 
 Where the run's program's XLA compile time goes (``--split --repeats 3``, the
@@ -113,22 +117,29 @@ same machine and day, XLA seconds):
 
 | case | flow | plain step | one update | + optimizer | + scan of 32 | + losses, cond (the program) | scan of 32, flat optimizer |
 |---|---|---:|---:|---:|---:|---:|---:|
-| cartpole | R | 0.50 | 0.37 | 0.63 | 0.65 | 0.86 | 0.54 |
-| cartpole | C | 0.50 | 0.45 | 0.71 | 0.77 | 0.96 | 0.65 |
-| pendulum | R | 0.38 | 0.36 | 0.56 | 0.61 | 0.74 | 0.57 |
-| pendulum | C | 0.39 | 0.48 | 0.68 | 0.75 | 0.93 | 0.69 |
+| cartpole | R | 0.57 | 0.44 | 0.76 | 0.77 | 0.90 | 0.63 |
+| cartpole | C | 0.57 | 0.53 | 0.84 | 0.89 | 1.06 | 0.75 |
+| pendulum | R | 0.40 | 0.44 | 0.63 | 0.70 | 0.89 | 0.65 |
+| pendulum | C | 0.43 | 0.55 | 0.75 | 0.80 | 0.99 | 0.79 |
 
-- One update of R compiles faster than the plain step (which also holds the
-  forward evaluation); C's second lane adds about 0.1 s.
-- The losses of both sets and the ``lax.cond`` of the losses before training
-  add 0.13 to 0.21 s: the forward evaluation is the plain step's own test
-  evaluation; evaluating without the gates saves 0.1 s but turns an infinite
-  state's NaN loss into inf, so it stays.
+- One update of R compiles in about the plain step's time (which also holds
+  the forward evaluation); C's second lane adds about 0.1 s.
+- The losses of both sets, the ``lax.cond`` of the first call and the
+  optimizer's first state add 0.13 to 0.19 s: the forward evaluation is the
+  plain step's own test evaluation; evaluating without the gates saves 0.1 s
+  but turns an infinite state's NaN loss into inf, so it stays.
 
-Earlier measurements (the same code, the machine shared with sweeps, module
-imports then counted inside the run's time and the slicing of the mini-batch
-inside the plain step's) gave run / plain 1.6 to 3.2 and
-run / (plain + optimizer) 1.07 to 1.88: the ratios move with load, so compare
+Before a run compiled only the epoch program (the optimizer's first state
+and the data's layout were small programs of their own) and before Python's
+garbage collector paused while the program is lowered, the same invocation
+on a quiet machine gave run / plain 2.06 to 2.88 and run / (plain +
+optimizer) 1.18 to 1.57. The two versions back to back (this file's child,
+``--child CASE FLOW run:protocol``, with ``PYTHONPATH`` set to a checkout of
+each, 3 fresh processes each, interleaved): a run's compile fell by 0.00 to
+0.18 s, to the same weights. Earlier still (the machine shared with sweeps,
+module imports then counted inside the run's time and the slicing of the
+mini-batch inside the plain step's): run / plain 1.6 to 3.2 and
+run / (plain + optimizer) 1.07 to 1.88. The ratios move with load, so compare
 only figures from one interleaved invocation.
 """
 

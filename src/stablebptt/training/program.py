@@ -192,7 +192,7 @@ class EpochProgram:
     lowered, compiled: the program as ``jax.jit(...).lower(...)`` gave it and its compiled form.
     update, start: its last argument, placed on the devices: update; or only
         evaluate, the optimizer state returned being the optimizer's first.
-    compile_seconds: wall time of laying out the inputs, tracing and compiling [s].
+    compile_seconds: wall time of laying out the inputs, tracing, compiling and the first call [s].
     n_devices: how many devices each mini-batch is split across.
     """
 
