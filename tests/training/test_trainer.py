@@ -308,3 +308,4 @@ def test_a_run_builds_one_program(one_pole):
     assert built == ["jit(program)"]
     for result, lr in zip(results, (1e-3, 3e-3, 1e-4), strict=True):  # each run's own numbers, set without a program
         assert np.asarray(optax.tree_utils.tree_get(result.opt_state, "learning_rate")) == np.float32(lr)
+        assert all(isinstance(leaf, jax.Array) for leaf in jax.tree.leaves((result.policy, result.opt_state)))  # as a single run's

@@ -428,7 +428,7 @@ def _fit(
     progress = _begin(program, starts, keep_best)
     spent["compile"] = time.perf_counter() - began
     progress = _loop(program, runs.flows, progress, epochs, hooks, spent)
-    finals = zip(program.per_run(progress.params), program.per_run(progress.opt_state), strict=True)
+    finals = [jax.device_put(run) for run in program.per_run((progress.params, progress.opt_state))]  # several runs: sliced on the host
     bests = progress.best or [_Best()] * program.n_runs
     results = []
     for i, ((p, o), policy, best) in enumerate(zip(finals, runs.policies, bests, strict=True)):
