@@ -14,7 +14,7 @@ import pytest
 import stablebptt as sb
 from stablebptt.engine.optim import optimizer_hyperparams
 from stablebptt.tasks import cartpole
-from stablebptt.training import METRIC_COLUMNS, batch_count, split_batches
+from stablebptt.training import METRIC_COLUMNS, batch_count, compile_epoch, split_batches
 
 pytestmark = pytest.mark.long  # a minute or more of compiling: scheduled first (tests/conftest.py)
 
@@ -141,10 +141,20 @@ def test_batched_runs_with_different_learning_rates():
         assert run.history[-1]["test_loss"] == pytest.approx(single.history[-1]["test_loss"], rel=1e-5)
     with pytest.raises(ValueError, match=r"holds no hyperparameter 'learning_rate' in its state \(it holds: none\); per-run numbers must be"):
         sb.train_batched([policy, policy], problem, [x, x], [x, x], flow=sb.R(), optimizer=optax.adam(1e-3), hyperparams=[{}, {"learning_rate": 1e-1}], epochs=1)
-    with pytest.raises(ValueError, match="holds no hyperparameter 'lr' in its state \\(it holds: max_delta, max_norm, b1, b2, eps, learning_rate\\)"):
-        sb.train_batched([policy], problem, [x], [x], flow=sb.R(), optimizer=sb.make_optimizer(), hyperparams=[{"lr": 0.1}], epochs=1)
-    with pytest.raises(ValueError, match="one mapping of hyperparameters per run \\(2\\), not 1"):
-        sb.train_batched([policy, policy], problem, [x, x], [x, x], flow=sb.R(), optimizer=sb.make_optimizer(), hyperparams=[{}], epochs=1)
+    started = [adam.init(sb.trainable(policy)[0])]
+    lowered = []
+    listen = lambda event, duration, **_: lowered.append(event) if event == "/jax/core/compile/jaxpr_to_mlir_module_duration" else None  # noqa: E731
+    jax.monitoring.register_event_duration_secs_listener(listen)
+    try:  # refused before anything is compiled
+        with pytest.raises(ValueError, match="holds no hyperparameter 'lr' in its state \\(it holds: max_delta, max_norm, b1, b2, eps, learning_rate\\)"):
+            sb.train_batched([policy], problem, [x], [x], flow=sb.R(), optimizer=sb.make_optimizer(), hyperparams=[{"lr": 0.1}], epochs=1)
+        with pytest.raises(ValueError, match="one mapping of hyperparameters per run \\(2\\), not 1"):
+            sb.train_batched([policy, policy], problem, [x, x], [x, x], flow=sb.R(), optimizer=sb.make_optimizer(), hyperparams=[{}], epochs=1)
+        with pytest.raises(ValueError, match="either opt_states \\(states to continue from\\) or hyperparams"):
+            compile_epoch([policy], problem, [x], [x], flows=[sb.R()], optimizer=adam, opt_states=started, hyperparams=[{}])
+    finally:
+        jax.monitoring.unregister_event_duration_listener(listen)
+    assert lowered == []
 
 
 def test_hyperparameters_set_in_the_state_equal_the_optimizers_own():
