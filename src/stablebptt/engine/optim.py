@@ -175,8 +175,11 @@ def with_hyperparams(opt_state: Any, values: Mapping[str, float]) -> Any:
     Each value takes the dtype the state holds its hyperparameter in, as the
     optimizer's own ``init`` would give it: the state of
     ``make_optimizer().init(p)`` with ``optimizer_hyperparams(clip, lr)`` equals
-    ``make_optimizer(clip, lr).init(p)``. A name the state does not hold is a
-    one-line ValueError listing those it does.
+    ``make_optimizer(clip, lr).init(p)``. The values set are NumPy scalars
+    (made on the host, so no program is compiled); ``opt_state`` may also be
+    a tree of ``jax.ShapeDtypeStruct`` (``jax.eval_shape`` of an ``init``), to
+    check ``values`` before anything is computed. A name the state does not
+    hold is a one-line ValueError listing those it does.
     """
     leaves, treedef = jax.tree_util.tree_flatten_with_path(opt_state)
     names = [_hyperparam_name(path) for path, _ in leaves]
