@@ -59,6 +59,8 @@ import jax.numpy as jnp
 import numpy as np
 from jax import lax
 
+from .host import array_module
+
 __all__ = [
     "AbstractFlow",
     "Gated",
@@ -212,7 +214,7 @@ class AbstractFlow(eqx.Module):
             raise ValueError(f"{self.name} needs {self.n_passes} backward passes; cannot fit it into {lanes}")
         net, sim = self.gate_schedule(n_steps)
         pad = lambda g: _concatenate(g, *[g[-1:]] * (lanes - g.shape[0]))  # noqa: E731
-        return Schedule(pad(net), pad(sim), _asarray(self.combined))
+        return Schedule(pad(net), pad(sim), array_module(self.combined).asarray(self.combined))
 
 
 class _AbstractSinglePass(AbstractFlow):
@@ -354,23 +356,10 @@ class Truncated(_AbstractSinglePass):
         return net * keep.astype(net.dtype), sim * keep.astype(sim.dtype)
 
 
-def _on_host(*arrays: Any) -> bool:
-    return all(isinstance(a, (np.ndarray, np.generic, bool, int, float)) for a in arrays)
-
-
 def _concatenate(*gates: Any) -> Any:
-    """Lanes of gates joined: on the host when every part is a NumPy array (the program then holds one
-    constant, and no program is compiled to join them), else as a JAX operation."""
-    return (np if _on_host(*gates) else jnp).concatenate(gates)
-
-
-def _stack(*arrays: Any) -> Any:
-    """Arrays stacked on a new leading axis, on the host when they all are there (as :func:`_concatenate`)."""
-    return np.stack(arrays) if _on_host(*arrays) else jnp.stack([jnp.asarray(a) for a in arrays])
-
-
-def _asarray(a: Any) -> Any:
-    return np.asarray(a) if _on_host(a) else jnp.asarray(a)
+    """Lanes of gates joined: on the host when every part is there (the program then holds one constant, and
+    no program is compiled to join them), else as a JAX operation."""
+    return array_module(*gates).concatenate(gates)
 
 
 class Combined(AbstractFlow):
@@ -465,7 +454,7 @@ def stack_flows(flows: Sequence[AbstractFlow], n_steps: int) -> Schedule:
         {i for f in flows for i in f.network_lanes} | {i for f in flows if f.n_passes - 1 in f.network_lanes for i in range(f.n_passes, lanes)}
     )
     schedules = [f.schedule(n_steps, lanes) for f in flows]
-    stacked = [_stack(*(getattr(s, k) for s in schedules)) for k in ("net", "sim", "combined")]
+    stacked = [array_module(*parts).stack(parts) for parts in ([getattr(s, k) for s in schedules] for k in ("net", "sim", "combined"))]
     return Schedule(*stacked, network_lanes=network_lanes)
 
 

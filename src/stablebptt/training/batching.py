@@ -9,6 +9,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from .. import validate
+from ..engine.host import array_module
 
 __all__ = ["batch_count", "sample_count", "split_batches"]
 
@@ -66,7 +67,7 @@ def split_batches(x: Any, batch_size: int, batched: Sequence[bool] | None = None
     flags = [True] * len(leaves) if batched is None else list(batched)
 
     def split(a, flag):
-        xp = np if isinstance(a, np.ndarray) else jnp
+        xp = array_module(a)
         return xp.reshape(a, (k, batch_size) + tuple(a.shape[1:])) if flag else xp.broadcast_to(a, (k, *np.shape(a)))
 
     return jax.tree.unflatten(treedef, [split(a, flag) for a, flag in zip(leaves, flags, strict=True)])

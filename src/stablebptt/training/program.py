@@ -37,6 +37,7 @@ import numpy as np
 import optax
 
 from ..engine.flows import AbstractFlow, Regular, stack_flows
+from ..engine.host import array_module, to_host
 from ..engine.optim import with_hyperparams
 from ..engine.problem import ControlProblem, sample_axes
 from ..engine.rollouts import loss_dtype, rollout_loss
@@ -94,19 +95,12 @@ def make_epoch_functions(
     return EpochFunctions(train_epoch, evaluate, static)
 
 
-def _host(a: Any) -> Any:
-    """``a`` as a NumPy array; typed PRNG keys, which have no NumPy form, stay JAX arrays."""
-    if isinstance(a, jax.Array) and jax.dtypes.issubdtype(a.dtype, jax.dtypes.prng_key):
-        return a
-    return np.asarray(a)
-
-
 def _stack(trees: Sequence[Any]) -> Any:
     """Trees stacked over a new leading axis, on the host (NumPy) where the leaves have a NumPy form."""
 
     def stack(*xs):
-        xs = [_host(x) for x in xs]
-        return np.stack(xs) if all(isinstance(x, np.ndarray) for x in xs) else jnp.stack(xs)
+        xs = [to_host(x) for x in xs]
+        return array_module(*xs).stack(xs)
 
     return jax.tree.map(stack, *trees)
 
@@ -162,7 +156,7 @@ def _layout(params: Any, opt_states: Any, train_xs: Any, test_xs: Any, *, batch_
     """The program's inputs from the runs' own, on the host (NumPy, so no program of its own): parameters
     and optimizer states stacked over runs, each training set split into mini-batches, the evaluation sets
     as :func:`_stack_sets` lays them out; a single run keeps its own parameters and state and has no run axis."""
-    train_xs, test_xs = ([jax.tree.map(_host, x) for x in xs] for xs in (train_xs, test_xs))
+    train_xs, test_xs = ([jax.tree.map(to_host, x) for x in xs] for xs in (train_xs, test_xs))
     batches = [split_batches(x, batch_size, axes) for x in train_xs]
     sets = _stack_sets(train_xs, test_xs)
     if not stacked:
@@ -248,9 +242,9 @@ def _update_epoch(fns: EpochFunctions, flows: Sequence[AbstractFlow], n_steps: i
 
 def _with_run_hyperparams(opt_state: Any, hyperparams: Sequence[Mapping[str, float]], stacked: bool) -> Any:
     """The (stacked) optimizer state with run ``i``'s hyperparameters set in run ``i``'s state, on the host."""
-    if not stacked:
-        return with_hyperparams(jax.device_get(opt_state), hyperparams[0])
     host = jax.device_get(opt_state)
+    if not stacked:
+        return with_hyperparams(host, hyperparams[0])
     return _stack([with_hyperparams(_run(host, i), h) for i, h in enumerate(hyperparams)])
 
 
@@ -335,6 +329,7 @@ def compile_epoch(
             return params, opt_state, tuple(jnp.asarray(s).astype(dtype) for s in stats)
 
         def start(params, opt_state):
+            # as the state passed in: the program's output state must keep its input's types (weak types included)
             first = jax.tree.map(lambda new, old: jnp.asarray(new).astype(old.dtype), first_state(params), opt_state)
             return params, first, tuple(jnp.full(stats_shape, jnp.nan, dtype) for _ in range(3))
 
