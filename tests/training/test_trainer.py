@@ -309,13 +309,12 @@ def test_a_run_builds_one_program(one_pole):
         sb.train(policy, task.problem, train_x, test_x, flow=sb.C(), optimizer=sb.make_optimizer("norm"), epochs=1)
         one = list(built)
         built.clear()
-        hyperparams = [optimizer_hyperparams(clip, lr) for clip, lr in (("norm", 1e-3), ("value", 3e-3), ("none", 1e-4))]
-        results = sb.train_batched([policy] * 3, task.problem, [train_x] * 3, [test_x] * 3, flow=[sb.R(), sb.M(), sb.C()],
-                                   optimizer=sb.make_optimizer(), hyperparams=hyperparams, epochs=1, keep_best=True)  # fmt: skip
+        specs = (("norm", 1e-3), ("value", 3e-3), ("none", 1e-4))
+        results = batched_runs([policy] * 3, task.problem, [train_x] * 3, [test_x] * 3, flow=[sb.R(), sb.M(), sb.C()], specs=specs, epochs=1, keep_best=True)
     finally:
         jax.monitoring.unregister_event_duration_listener(listen)
     assert one == ["jit(program)"]
     assert built == ["jit(program)"]
-    for result, lr in zip(results, (1e-3, 3e-3, 1e-4), strict=True):  # each run's own numbers, set without a program
+    for result, (_, lr) in zip(results, specs, strict=True):  # each run's own numbers, set without a program
         assert np.asarray(optax.tree_utils.tree_get(result.opt_state, "learning_rate")) == np.float32(lr)
         assert all(isinstance(leaf, jax.Array) for leaf in jax.tree.leaves((result.policy, result.opt_state)))  # as a single run's
